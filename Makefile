@@ -1,0 +1,60 @@
+# ddrepro — every entry point a user or CI needs. `make help` lists them.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export DDREPRO_PROGRESS ?= 0
+IPC ?= 50
+T ?= sas/embedded/table6
+
+.PHONY: help install data demo test check-clean nbtest pytest bench zoo table figures clean-runs
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python data  ## venv + package with dev extras + Fashion-MNIST (idempotent)
+	$(BIN)/pip install -q -e ".[dev]"
+
+data:  ## Fashion-MNIST from Debian (dataset-fashion-mnist) when it is missing
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then echo "Fashion-MNIST: present"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "Fashion-MNIST missing: run 'sudo apt-get install -y dataset-fashion-mnist' or pass -p data_root"; fi
+
+demo: install  ## the embedded default end to end: SAS on Fashion-MNIST (IPC=$(IPC)) -> runs/
+	mkdir -p runs
+	$(BIN)/papermill nbs/run_sas.ipynb runs/run_sas_ipc$(IPC).ipynb -p ipc $(IPC)
+
+check-clean:  ## notebooks clean and the export in sync (both must be no-ops)
+	$(BIN)/nbdev_clean
+	$(BIN)/nbdev_export
+	@git diff --quiet -- nbs ddrepro || { echo "nbdev_clean/nbdev_export changed files:"; git --no-pager diff --stat -- nbs ddrepro; exit 1; }
+
+nbtest:  ## run every API notebook (flags gpu/slow/hub skipped); run notebooks are tested by pytest
+	$(BIN)/nbdev_test --n_workers 2 --skip_file_re '^(run_|make_figures|[_.])'
+
+pytest:
+	$(BIN)/pytest -q -ra tests
+
+test: install check-clean nbtest pytest  ## install, then everything CI checks
+
+bench: install  ## speed benchmarks (ratios printed side by side)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+zoo: install  ## retrain the embedded model zoo from scratch on CPU (< 1 h) and rewrite its manifest
+	mkdir -p runs/zoo
+	$(BIN)/papermill nbs/02_zoo.ipynb runs/zoo/02_zoo.ipynb -p retrain True
+
+table: install  ## run every cell of a paper table and redraw it: make table T=sas/table6
+	$(BIN)/ddrepro-table $(T)
+
+figures: install  ## redraw every figure/table from run records
+	$(BIN)/papermill nbs/make_figures.ipynb runs/make_figures.ipynb
+
+clean-runs:  ## delete runs/ (executed notebooks, pools, records)
+	rm -rf runs

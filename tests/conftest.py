@@ -1,0 +1,34 @@
+"""Shared pytest setup: offline, quiet, deterministic; `gpu` / `hub` / `slow` markers."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DDREPRO_PROGRESS", "0")
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped on CPU)")
+    config.addinivalue_line("markers", "hub: needs model downloads from a hub (skipped offline)")
+    config.addinivalue_line("markers", "slow: longer than ~30 s on 2 CPU cores (run with --runslow)")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="no CUDA device")
+    skip_hub = pytest.mark.skip(reason="HF_HUB_OFFLINE=1: hub downloads disabled")
+    skip_slow = pytest.mark.skip(reason="slow: pass --runslow")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+        if "hub" in item.keywords and os.environ.get("HF_HUB_OFFLINE") == "1":
+            item.add_marker(skip_hub)
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
