@@ -1,0 +1,91 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ddrepro.core import ConfigError, RunRecord
+from ddrepro.reports import (aggregate, cell_dir, cell_done, draw_table, fmt_mean_std, load_table_spec, mean_std,
+                             pivot, side_by_side, table_cells, table_cli)
+
+
+def test_mean_std_is_population_std():
+    m, s = mean_std([1.0, 2.0, 3.0, 4.0])
+    assert m == 2.5 and s == pytest.approx(np.sqrt(1.25))   # ddof=0, as np.std in Minimax/IDC
+    assert fmt_mean_std(0.5994, 0.0081) == "59.9 ± 0.8"
+
+
+def _spec_file(tmp_path, paper=None):
+    p = tmp_path / "tab.yaml"
+    lines = ["dataset: fashion_mnist", "table:", "  notebook: nbs/run_data.ipynb", "  title: Toy table",
+             "  grid: {selector: [A, F], ipc: [10, 50]}", "  rows: [selector]", "  cols: [ipc]", "  methods: [sas]"]
+    if paper:
+        lines += [f"  paper: {paper}", "  paper_match: {selector: selector, ipc: ipc}"]
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def _fake_run(spec, cell, root, acc, status="complete"):
+    d = cell_dir(spec, cell, root)
+    rec = RunRecord.start(d, {"dataset": "fashion_mnist", **cell})
+    rows = [dict(method="sas", student="convnet3", ipc=cell["ipc"], preset="embedded", acc_final_mean=acc,
+                 acc_final_std=0.01, acc_best_mean=acc + 0.02, acc_best_std=0.01, n_runs=3),
+            dict(method="random_real", student="convnet3", ipc=cell["ipc"], preset="embedded", acc_final_mean=0.1,
+                 acc_final_std=0.0, acc_best_mean=0.1, acc_best_std=0.0, n_runs=3)]
+    rec.results["rows"] = rows
+    rec.finish() if status == "complete" else rec.save()
+    return d
+
+
+def test_draw_table_from_records_only(tmp_path):
+    paper = tmp_path / "paper.csv"
+    pd.DataFrame([dict(selector="F", ipc=50, mean=59.9, std=0.8)]).to_csv(paper, index=False)
+    spec = load_table_spec(str(_spec_file(tmp_path, paper=paper)))
+    accs = {("A", 10): 0.30, ("A", 50): 0.50, ("F", 10): 0.40, ("F", 50): 0.60}
+    for c in table_cells(spec):
+        _fake_run(spec, c, tmp_path / "runs", accs[(c["selector"], c["ipc"])])
+    assert all(cell_done(cell_dir(spec, c, tmp_path / "runs")) for c in table_cells(spec))
+    t = draw_table(spec, tmp_path / "runs", out=tmp_path / "fig")
+    assert t.loc["F", 50] == "60.0 ± 1.0" and t.loc["A", 10] == "30.0 ± 1.0"
+    md = (tmp_path / "fig" / "tab.md").read_text()
+    assert "Toy table" in md and "evaluation preset: embedded" in md
+    vs = pd.read_csv(tmp_path / "fig" / "tab_vs_paper.csv")
+    row = vs[(vs.selector == "F") & (vs.ipc == 50)].iloc[0]
+    assert row.paper == "59.9 ± 0.8" and row.delta == pytest.approx(0.1)
+    long = pd.read_csv(tmp_path / "fig" / "tab_long.csv")
+    assert long.best_mean.max() == pytest.approx(0.62)   # best-epoch number kept beside the final one
+
+
+def test_incomplete_cells_are_rerun_and_not_drawn(tmp_path):
+    spec = load_table_spec(str(_spec_file(tmp_path)))
+    c0, *_ = table_cells(spec)
+    d = _fake_run(spec, c0, tmp_path / "runs", 0.3, status="running")
+    assert not cell_done(d)
+    with pytest.raises(ConfigError, match="no complete records"):
+        draw_table(spec, tmp_path / "runs", out=tmp_path / "fig")
+
+
+def test_table_spec_errors(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text("ipc: 1\ntable:\n  notebook: nbs/run_data.ipynb\n  grid: {ipc: 5}\n  rows: [a]\n  cols: [b]\n")
+    with pytest.raises(ConfigError, match="table.grid.ipc must be a non-empty list"):
+        load_table_spec(str(p))
+    p.write_text("ipc: 1\ntable:\n  notebook: x\n  grid: {ipc: [1]}\n  rows: [a]\n  colz: [b]\n")
+    with pytest.raises(ConfigError, match="lacks \\['cols'\\]"):
+        load_table_spec(str(p))
+
+
+def test_table_cli_runs_cells_through_papermill_and_skips_done(tmp_path, capsys):
+    p = tmp_path / "t.yaml"
+    p.write_text("dataset: fashion_mnist\ntable:\n  notebook: nbs/run_data.ipynb\n  grid: {ipc: [2]}\n  rows: [dataset]\n  cols: [ipc]\n")
+    spec = load_table_spec(str(p))
+    d = cell_dir(spec, {"ipc": 2}, tmp_path / "runs")
+    with pytest.raises(ConfigError, match="no complete records"):   # run_data writes no result rows to draw
+        table_cli([str(p), "--runs", str(tmp_path / "runs")])
+    assert cell_done(d) and (d / "run_data.ipynb").exists()
+    assert RunRecord.load(d).params["ipc"] == 2
+    with pytest.raises(ConfigError):
+        table_cli([str(p), "--runs", str(tmp_path / "runs")])
+    assert "1 already complete, 0 to run" in capsys.readouterr().out
