@@ -1,0 +1,522 @@
+"""Unit tests of ddrepro.sas: Eqs. 4-9 on hand-computed 2-3-d examples, stage 1/2 invariants (spec §14),
+the Table 6 selectors, bad input, write_selection, the embedding cache and the paper-number CSVs."""
+import csv
+import hashlib
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ddrepro.core import ConfigError, DataError
+from ddrepro.data import ImageSet, class_map, load_distilled, save_image
+from ddrepro.sas import (ABLATIONS, SCORES_COLUMNS, Selection, angular_distance, candidate_count, check_embeddings,
+                         class_blocks, embed_pool, first_per_class, parse_selector, random_per_class, s_div,
+                         s_div_norm, s_margin, s_mixed, s_rel, s_sep, sas_select, select, stage1, stage2_naive,
+                         stage2_select, stream_order, top_per_class, write_selection)
+
+ROOT = Path(__file__).resolve().parents[1]
+C0 = math.acos(1 - 1e-6)                    # Eq. 4 clamp: angle between identical vectors
+
+
+def unit(x):
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def synth_pool(C=4, n=40, d=32, cos=0.4, seed=0, dtype=np.float64):
+    "Normalised synthetic pool: image = cos·prompt + noise, n per class."
+    rng = np.random.default_rng(seed)
+    T = unit(rng.standard_normal((C, d)))
+    y = np.repeat(np.arange(C), n)
+    V = unit(cos * T[y] + math.sqrt(1 - cos ** 2) * unit(rng.standard_normal((C * n, d))))
+    return V.astype(dtype), T.astype(dtype), y
+
+
+# ---------------------------------------------------------------- Eqs. 4-9, hand-computed values
+def test_eq4_angular_distance_hand_values():
+    e1, e2, u = np.array([1.0, 0]), np.array([0.0, 1]), np.array([0.6, 0.8])
+    assert angular_distance(e1, e2) == pytest.approx(math.pi / 2, abs=1e-12)
+    assert angular_distance(e1, u) == pytest.approx(0.9272952180016122, abs=1e-12)
+    assert angular_distance(e2, u) == pytest.approx(0.6435011087932844, abs=1e-12)
+    # the clamp keeps identical / opposite vectors finite and off the ends of [0, π]
+    assert angular_distance(e1, e1) == pytest.approx(1.41421e-3, abs=1e-8)
+    assert angular_distance(e1, -e1) == pytest.approx(math.pi - C0, abs=1e-12)
+    X = unit(np.random.default_rng(0).standard_normal((5, 3)))
+    D = angular_distance(X, X)
+    assert np.array_equal(D, D.T) and np.isfinite(D).all() and D.shape == (5, 5)
+    assert np.allclose(np.diag(D), C0)
+    # batched shapes
+    assert angular_distance(X[None].repeat(2, 0), X[None].repeat(2, 0)).shape == (2, 5, 5)
+
+
+def test_eq5_6_8_hand_values():
+    T = np.eye(3)
+    V = np.array([[1.0, 0, 0], [0.6, 0.8, 0], [0, 1, 0], [0, 0.6, 0.8]])
+    y = np.array([0, 0, 1, 2])
+    np.testing.assert_allclose(s_rel(V, T, y), [-C0, -math.acos(0.6), -C0, -math.acos(0.8)], atol=1e-12)
+    np.testing.assert_allclose(s_sep(V, T, y), [math.pi / 2, math.acos(0.8), math.pi / 2, math.acos(0.6)], atol=1e-12)
+    np.testing.assert_allclose(s_margin(V, T, y), [math.pi / 2 - C0, -0.2837941092083278, math.pi / 2 - C0,
+                                                   0.2837941092083278], atol=1e-12)
+
+
+def test_eq6_uses_only_other_classes_of_the_pool():
+    T = unit([[1.0, 0.1, 0], [1.0, 0, 0.1], [0, 0, 1]])
+    V = unit([[1.0, 0.05, 0.0]])
+    y = np.array([0])
+    want = min(angular_distance(V[0], T[1]), angular_distance(V[0], T[2]))
+    assert s_sep(V, T, y)[0] == pytest.approx(want, abs=1e-12)
+
+
+def test_margin_sign_is_zero_shot_correctness():
+    V, T, y = synth_pool(C=6, n=50, cos=0.15, seed=1)
+    m = s_margin(V, T, y)
+    correct = (V @ T.T).argmax(1) == y
+    assert 0 < correct.mean() < 1                               # both signs occur
+    assert np.array_equal(m > 0, correct)
+
+
+def test_eq7_s_div_hand_values():
+    W = np.array([[1.0, 0, 0], [0, 1, 0], [0.6, 0.8, 0], [0, 0, 1], [0, 0.6, 0.8]])
+    y = np.array([0, 0, 0, 1, 1])
+    a12, a13, a23 = math.pi / 2, math.acos(0.6), math.acos(0.8)
+    np.testing.assert_allclose(s_div(W, y), [(a12 + a13) / 2, (a12 + a23) / 2, math.pi / 4, a23, a23], atol=1e-12)
+    r = s_div(W, y, ref=np.array([1, 1, 0, 1, 0], bool))
+    np.testing.assert_allclose(r[:3], [a12, a12, (a13 + a23) / 2], atol=1e-12)
+    assert np.isnan(r[3]) and r[4] == pytest.approx(a23)
+
+
+def test_eq7_matches_direct_loop_with_uneven_classes():
+    rng = np.random.default_rng(3)
+    V = unit(rng.standard_normal((23, 5)))
+    y = rng.integers(0, 3, 23)
+    got = s_div(V, y)
+    for i in range(23):
+        same = [j for j in range(23) if y[j] == y[i] and j != i]
+        want = np.mean([math.acos(np.clip(V[i] @ V[j], -1 + 1e-6, 1 - 1e-6)) for j in same]) if same else np.nan
+        np.testing.assert_allclose(got[i], want, atol=1e-12)
+
+
+def test_eq9_mixed_score_hand_values():
+    div = np.array([1.0, 2.0, 3.0, 5.0, 7.0])
+    y = np.array([0, 0, 0, 1, 1])
+    margin = np.array([0.1, 0.2, 0.3, 0.0, -0.2])
+    z0 = np.array([-1, 0, 1]) / math.sqrt(2 / 3)               # population std of (1, 2, 3) = sqrt(2/3)
+    np.testing.assert_allclose(s_div_norm(div, y), np.r_[z0, -1, 1], atol=1e-12)
+    np.testing.assert_allclose(s_mixed(margin, div, y, lam=0.05), margin + 0.05 * np.r_[z0, -1, 1], atol=1e-12)
+    np.testing.assert_allclose(s_mixed(margin, div, y, lam=0.2)[3:], [0.0 - 0.2, -0.2 + 0.2], atol=1e-12)
+    # affine: mapped onto the class's margin mean/std
+    af = s_div_norm(div, y, "affine", target=margin)
+    np.testing.assert_allclose(af[3:], [-0.2, 0.0], atol=1e-12)          # class 1: div 5 → −1σ, 7 → +1σ of margin (−0.1 ± 0.1)
+    np.testing.assert_allclose(af[:3], [0.1, 0.2, 0.3], atol=1e-12)
+    with pytest.raises(ConfigError, match="norm='cosine'"):
+        s_div_norm(div, y, "cosine")
+
+
+# ---------------------------------------------------------------- stage 1
+def test_candidate_count_rule():
+    assert candidate_count([200, 150, 40], 50, 0.5).tolist() == [100, 75, 50]   # round(20) < IPC → IPC
+    assert candidate_count([201], 50, 0.5).tolist() == [101]                     # 100.5 rounds half up
+    assert candidate_count([40], 10, 1.0).tolist() == [40]
+    for p in (0.0, -0.1, 1.5):
+        with pytest.raises(ConfigError, match="keep_ratio"):
+            candidate_count([10], 1, p)
+
+
+def test_stage1_exact_counts_ranks_and_ties():
+    V, T, y = synth_pool(C=3, n=37, seed=2)
+    m = s_margin(V, T, y)
+    st = stage1(m, y, ipc=5, keep_ratio=0.5)
+    assert np.bincount(y[st.is_candidate]).tolist() == [19, 19, 19]             # round(18.5) = 19
+    for c in range(3):
+        idx = np.nonzero(y == c)[0]
+        order = idx[np.argsort(-m[idx], kind="stable")]
+        assert st.candidates[c].tolist() == order[:19].tolist()
+        assert sorted(st.margin_rank[idx].tolist()) == list(range(1, 38))
+    ms = np.array([0.3, 0.3, 0.1, 0.3])                                        # ties → lower pool index first
+    st = stage1(ms, np.zeros(4, int), ipc=2, keep_ratio=0.5)
+    assert st.candidates.tolist() == [[0, 1]] and st.margin_rank.tolist() == [1, 2, 4, 3]
+
+
+def test_stage1_warns_when_candidates_are_raised_to_ipc():
+    with pytest.warns(UserWarning, match="raised to ipc"):
+        st = stage1(np.arange(8.0), np.zeros(8, int), ipc=3, keep_ratio=0.25)
+    assert st.m.tolist() == [3]
+
+
+# ---------------------------------------------------------------- stage 2
+def test_stage2_exactly_ipc_from_candidates():
+    V, T, y = synth_pool(C=5, n=40, seed=4)
+    m = s_margin(V, T, y)
+    st = stage1(m, y, ipc=7, keep_ratio=0.5)
+    sel = stage2_select(V, st.candidates, 7, m)
+    assert sel.shape == (5, 7)
+    for c in range(5):
+        assert len(set(sel[c].tolist())) == 7
+        assert set(sel[c].tolist()) <= set(st.candidates[c].tolist())
+
+
+def test_stage2_duplicate_pairs_never_both_kept_orthogonal():
+    base = np.eye(16)
+    pairs = [0, 2, 3, 7, 11]
+    X = np.concatenate([base, base[pairs]])                                    # 16 distinct + 5 exact copies
+    rng = np.random.default_rng(0)
+    for ipc in (1, 4, 10, 16):
+        for _ in range(10):
+            stream = rng.permutation(len(X))[None]
+            sel = stage2_select(X, stream, ipc, np.zeros(len(X)))[0]
+            assert len({tuple(X[i]) for i in sel}) == ipc, (ipc, stream, sel)
+            assert np.array_equal(sel, stage2_naive(X, stream[0], ipc, np.zeros(len(X))))
+
+
+def test_sas_never_keeps_both_members_of_a_duplicate_pair():
+    V, T, y = synth_pool(C=4, n=30, d=64, seed=5)
+    rng = np.random.default_rng(5)
+    dup = rng.choice(len(V), 40, replace=False)
+    V2 = np.concatenate([V, V[dup]]); y2 = np.concatenate([y, y[dup]])
+    twin = {int(i): len(V) + k for k, i in enumerate(dup)}
+    for keep in (0.5, 0.8, 1.0):
+        sel = set(sas_select(V2, T, y2, ipc=8, keep_ratio=keep).tolist())
+        assert not any(i in sel and j in sel for i, j in twin.items())
+    for s in ("D", "sas"):
+        sel = set(select(s, V2, T, y2, 8).indices.tolist())
+        assert not any(i in sel and j in sel for i, j in twin.items())
+
+
+@pytest.mark.parametrize("ipc", [1, 2, 5, 12])
+def test_stage2_running_sums_equal_the_papers_loop(ipc):
+    V, T, y = synth_pool(C=6, n=4 * max(ipc, 3), d=24, seed=ipc)
+    m = s_margin(V, T, y)
+    for order in ("margin_desc", "pool_index", "random"):
+        streams = stream_order(stage1(m, y, ipc, 0.6).candidates, order, seed=3)
+        fast = stage2_select(V, streams, ipc, m)
+        naive = np.stack([stage2_naive(V, s, ipc, m) for s in streams])
+        assert np.array_equal(fast, naive), order
+
+
+def test_stage2_uneven_stream_lengths_and_padding():
+    V, T, y = synth_pool(C=3, n=20, seed=6)
+    m = s_margin(V, T, y)
+    idx, counts = class_blocks(y)
+    streams = np.full((3, 20), -1)
+    for c, L in enumerate([20, 9, 4]):
+        streams[c, :L] = idx[c, :L]
+    fast = stage2_select(V, streams, 4, m)
+    for c in range(3):
+        assert np.array_equal(fast[c], stage2_naive(V, streams[c], 4, m))
+    assert sorted(fast[2].tolist()) == sorted(idx[2, :4].tolist())               # exactly IPC candidates: no-op
+
+
+def test_stage2_tie_break_lowest_margin_then_most_recent():
+    P = np.array([[1.0, 0, 0], [1.0, 0, 0], [0, 1, 0], [0.6, 0.8, 0]])
+    # IPC 1: every step ties. equal margins → newer (3) goes; then 2 (margin 0) vs 0 (0.5) → 2 goes
+    assert stage2_select(P, np.array([[2, 3, 0]]), 1, np.array([0.5, 0, 0, 0])).tolist() == [[0]]
+    assert stage2_naive(P, [2, 3, 0], 1, np.array([0.5, 0, 0, 0])).tolist() == [0]
+    # exact copies 0/1 tie for the lowest diversity: equal margins → the later one (1) goes
+    assert stage2_select(P, np.array([[0, 1, 2]]), 2, np.zeros(4)).tolist() == [[0, 2]]
+    # … unless it has the higher margin
+    assert stage2_select(P, np.array([[0, 1, 2]]), 2, np.array([0.0, 1, 0, 0])).tolist() == [[1, 2]]
+
+
+def test_stage2_eviction_is_argmin_of_eq7_over_current_set():
+    P = np.array([[1.0, 0, 0], [0, 1, 0], [0.6, 0.8, 0], [0, 0, 1]])
+    # S = {e1, e2, u}: u has the lowest mean angle (π/4) → evicted
+    assert stage2_select(P, np.array([[0, 1, 2]]), 2, np.zeros(4)).tolist() == [[0, 1]]
+    # the newcomer itself is evicted when it is the most redundant
+    assert stage2_select(P, np.array([[0, 1, 3, 2]]), 3, np.zeros(4)).tolist() == [[0, 1, 3]]
+    assert stage2_select(P, np.array([[0, 3, 2, 1]]), 3, np.zeros(4)).tolist() == [[0, 1, 3]]  # here u was a member
+
+
+def test_stream_order_options():
+    K = np.array([[5, 2, 9, -1], [1, 0, 4, 3]])
+    assert stream_order(K).tolist() == K.tolist()
+    assert stream_order(K, "pool_index").tolist() == [[2, 5, 9, -1], [0, 1, 3, 4]]
+    r = stream_order(K, "random", seed=7)
+    assert np.array_equal(r, stream_order(K, "random", seed=7))
+    assert sorted(r[1].tolist()) == [0, 1, 3, 4] and r[0, 3] == -1
+    with pytest.raises(ConfigError, match="order='best'"):
+        stream_order(K, "best")
+
+
+# ---------------------------------------------------------------- sas_select / select
+def test_sas_select_ipc_per_class_and_paper_sizes():
+    # `-p ipc 50`: pool 200 / candidates 100 / selected 50 per class
+    V, T, y = synth_pool(C=3, n=200, d=32, seed=7)
+    res = select("sas", V, T, y, 50)
+    assert np.bincount(y[res.table["is_candidate"]]).tolist() == [100, 100, 100]
+    assert res.per_class().tolist() == [50, 50, 50]
+    assert np.array_equal(res.indices, sas_select(V, T, y, 50))
+    assert np.array_equal(res.indices, np.sort(res.indices))
+    assert res.table["is_selected"][res.indices].all() and res.table["is_candidate"][res.indices].all()
+
+
+def test_sas_select_deterministic_and_dtype_independent():
+    V, T, y = synth_pool(C=4, n=40, seed=8)
+    a = sas_select(V, T, y, 10)
+    assert np.array_equal(a, sas_select(V.copy(), T.copy(), y.copy(), 10))
+    assert np.array_equal(a, sas_select(torch.from_numpy(V), torch.from_numpy(T), torch.from_numpy(y), 10))
+    assert np.array_equal(a, sas_select(V.astype(np.float32), T.astype(np.float32), y, 10))
+
+
+def test_m_c_equal_ipc_reduces_to_top_margin():
+    V, T, y = synth_pool(C=5, n=40, seed=9)
+    m = s_margin(V, T, y)
+    top = np.sort(top_per_class(m, y, 10).ravel())
+    assert np.array_equal(sas_select(V, T, y, 10, keep_ratio=0.25), top)           # m_c = round(0.25·40) = 10
+    assert np.array_equal(select("E", V, T, y, 10).indices, top)
+    assert not np.array_equal(sas_select(V, T, y, 10, keep_ratio=0.5), top)         # stage 2 does something at p = 0.5
+
+
+def test_ablation_selectors():
+    V, T, y = synth_pool(C=4, n=24, seed=10)
+    ipc = 6
+    rel, sep = s_rel(V, T, y), s_sep(V, T, y)
+    assert set(ABLATIONS) == set("ABCDEF")
+    assert np.array_equal(select("B", V, T, y, ipc).indices, np.sort(top_per_class(rel, y, ipc).ravel()))
+    assert np.array_equal(select("C", V, T, y, ipc).indices, np.sort(top_per_class(sep, y, ipc).ravel()))
+    assert np.array_equal(select("top_rel", V, T, y, ipc).indices, select("B", V, T, y, ipc).indices)
+    idx, _ = class_blocks(y)
+    d = select("D", V, T, y, ipc)
+    assert np.array_equal(d.indices, np.sort(np.concatenate([stage2_naive(V, r, ipc, rel + sep) for r in idx])))
+    assert d.table["is_candidate"].all()
+    assert np.array_equal(select("F", V, T, y, ipc).indices, sas_select(V, T, y, ipc))
+    a = select("A", V, T, y, ipc, seed=3)
+    assert np.array_equal(a.indices, select("random", V, T, y, ipc, seed=3).indices)
+    assert not np.array_equal(a.indices, select("A", V, T, y, ipc, seed=4).indices)
+    assert np.array_equal(select("first", V, T, y, ipc).indices, np.sort(first_per_class(y, ipc).ravel()))
+    assert np.array_equal(first_per_class(np.array([1, 0, 1, 0, 1]), 2), [[1, 3], [0, 2]])
+    r = random_per_class(y, ipc, seed=0)
+    assert all((y[row] == c).all() and len(set(row)) == ipc for c, row in enumerate(r))
+
+
+def test_mixed_selector_ranks_the_whole_pool():
+    V, T, y = synth_pool(C=3, n=30, seed=11)
+    res = select("mixed:0.2", V, T, y, 5)
+    want = s_mixed(s_margin(V, T, y), s_div(V, y), y, 0.2)
+    np.testing.assert_allclose(res.table["score"], want)
+    assert np.array_equal(res.indices, np.sort(top_per_class(want, y, 5).ravel()))
+    assert res.options == {"lam": 0.2, "norm": "zscore"}
+    assert select("mixed", V, T, y, 5, lam=0.0).indices.tolist() == select("E", V, T, y, 5).indices.tolist()
+
+
+def test_selection_table_columns():
+    V, T, y = synth_pool(C=3, n=20, seed=12)
+    res = select("sas", V, T, y, 4)
+    assert isinstance(res, Selection)
+    t = res.table
+    sel = res.indices
+    np.testing.assert_allclose(t["s_margin"], t["s_rel"] + t["s_sep"])
+    np.testing.assert_allclose(t["s_div_static"], s_div(V, y))
+    np.testing.assert_allclose(t["s_div_final"][sel], s_div(V[sel], y[sel]))        # Eq. 7 over S'
+    assert np.isnan(t["score"]).all()
+    assert len(res.rows()) == len(y) and res.to_pandas().shape == (len(y), 10)
+
+
+def test_parse_selector():
+    assert parse_selector("mixed:0.05") == ("mixed", {"lam": 0.05})
+    assert parse_selector("top_margin") == ("E", {})
+    for bad, msg in [("G", "selector='G'"), ("sas:1", "only 'mixed'"), ("mixed:x", "must be a number")]:
+        with pytest.raises(ConfigError, match=msg):
+            parse_selector(bad)
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_inputs_raise_clear_errors():
+    V, T, y = synth_pool(C=3, n=10, seed=13)
+    cases = [
+        (lambda: sas_select(V, T, y, 11), DataError, r"ipc=11 is larger than the pool of class 0 \(10 images"),
+        (lambda: sas_select(V, T, np.r_[y[:-10], np.zeros(10, int)], 2), DataError, r"class\(es\) \[2\] have no images"),
+        (lambda: sas_select(V * 1.01, T, y, 2), DataError, "image_emb: 30 row\\(s\\) are not L2-normalised"),
+        (lambda: sas_select(V, T * 0.5, y, 2), DataError, "text_emb: 3 row\\(s\\) are not L2-normalised"),
+        (lambda: sas_select(np.where(np.arange(30)[:, None] == 4, np.nan, V), T, y, 2), DataError,
+         r"image_emb: 1 row\(s\) contain NaN or inf \(first: row 4\)"),
+        (lambda: sas_select(V, np.where(np.arange(3)[:, None] == 1, np.inf, T), y, 2), DataError,
+         r"text_emb: 1 row\(s\) contain NaN or inf \(first: row 1\)"),
+        (lambda: select("sas", V, T, y, 2, num_classes=4), DataError, "text_emb has 3 rows but there are 4 classes"),
+        (lambda: sas_select(V, T[:2], y, 2), DataError, r"labels: 10 value\(s\) out of range \[0, 2\)"),
+        (lambda: sas_select(V, T, np.r_[y[:-1], -1], 2), DataError, r"labels\[29\] = -1"),
+        (lambda: sas_select(V, T, y[:-1], 2), DataError, "labels: expected shape \\(30,\\)"),
+        (lambda: sas_select(V[:, :5] / np.linalg.norm(V[:, :5], axis=1, keepdims=True), T, y, 2), DataError, "d=5"),
+        (lambda: sas_select(V, T, y, 0), ConfigError, "ipc=0"),
+        (lambda: sas_select(V, T, y, 2, keep_ratio=0), ConfigError, "keep_ratio=0"),
+        (lambda: sas_select(V, T[:1], np.zeros(30, int), 2), DataError, "at least 2 classes"),
+        (lambda: stage2_select(V, np.array([[0, 1, -1]]), 3, np.zeros(30)), DataError, "class 0 has 2 candidates but ipc=3"),
+        (lambda: select("sas", V, T, y, 2, lamda=0.1), ConfigError, r"unknown option\(s\) \['lamda'\]"),
+    ]
+    for fn, err, msg in cases:
+        with pytest.raises(err, match=msg):
+            fn()
+    check_embeddings(V * (1 + 9e-4), T, y, ipc=10)                                  # inside the 1e-3 tolerance
+
+
+# ---------------------------------------------------------------- outputs
+class _CM:
+    dataset = "toy"
+    folders = ("n0", "n1", "n2")
+    names = ("zero", "one", "two")
+    def __len__(self): return 3
+    def prompts(self, template="A photo of a {}"): return [template.format(n) for n in self.names]
+
+
+def _pool_files(root, y):
+    return [save_image(torch.full((3, 4, 4), (i % 7) / 7), root / f"c{y[i]}" / f"{i}.png") for i in range(len(y))]
+
+
+def test_write_selection_layout_and_scores(tmp_path):
+    V, T, y = synth_pool(C=3, n=12, seed=14)
+    files = _pool_files(tmp_path / "pool", y)
+    res = select("sas", V, T, y, 3)
+    out = write_selection(tmp_path / "sel", files, y, _CM(), res, V, T)
+    for c, folder in enumerate(_CM.folders):
+        got = sorted(p.name for p in (out / folder).iterdir())
+        assert got == sorted(f"{i}.png" for i in res.indices if y[i] == c)
+    with open(out / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(SCORES_COLUMNS)
+    assert list(SCORES_COLUMNS[:8]) == ["class", "file", "s_rel", "s_sep", "s_margin", "margin_rank", "is_candidate", "is_selected"]
+    assert len(rows) == len(y)
+    assert [int(r["pool_index"]) for r in rows if r["is_selected"] == "1"] == res.indices.tolist()
+    assert sum(r["is_candidate"] == "1" for r in rows) == 18
+    np.testing.assert_allclose([float(r["s_margin"]) for r in rows], res.table["s_margin"])
+    assert rows[0]["class"] == "n0" and rows[0]["file"] == str(files[0])
+    z = np.load(out / "embeddings.npz")
+    assert np.array_equal(z["image_emb"], V) and np.array_equal(z["text_emb"], T) and np.array_equal(z["labels"], y)
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+    # a plain index array works too
+    write_selection(tmp_path / "sel2", files, y, _CM(), res.indices, V, T)
+    assert (tmp_path / "sel2" / "scores.csv").exists()
+
+
+def test_write_selection_is_loadable_with_exactly_ipc(tmp_path):
+    cm = class_map("fashion_mnist")
+    V, T, y = synth_pool(C=10, n=8, seed=15)
+    files = _pool_files(tmp_path / "pool", y)
+    res = select("sas", V, T, y, 2)
+    write_selection(tmp_path / "sel", files, y, cm, res, V, T)
+    ds = load_distilled(tmp_path / "sel", cm, ipc=2, exact=True)
+    assert ds.per_class() == [2] * 10
+
+
+def test_write_selection_refuses_stale_images_and_bad_input(tmp_path):
+    V, T, y = synth_pool(C=3, n=12, seed=16)
+    files = _pool_files(tmp_path / "pool", y)
+    a, b = select("sas", V, T, y, 3), select("first", V, T, y, 3)
+    write_selection(tmp_path / "sel", files, y, _CM(), a, V, T)
+    write_selection(tmp_path / "sel", files, y, _CM(), a, V, T)                    # idempotent
+    with pytest.raises(DataError, match="not in this selection"):
+        write_selection(tmp_path / "sel", files, y, _CM(), b, V, T)
+    write_selection(tmp_path / "sel", files, y, _CM(), b, V, T, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "sel" / "n0").iterdir()) == ["0.png", "1.png", "2.png"]
+    with pytest.raises(DataError, match="pool_files has 35 entries"):
+        write_selection(tmp_path / "x", files[:-1], y, _CM(), a, V, T)
+    with pytest.raises(DataError, match="images per class"):
+        write_selection(tmp_path / "x", files, y, _CM(), a.indices[1:], V, T)
+    i, j = a.indices[:2]                                                           # two selected images of class 0
+    assert y[i] == y[j] == 0
+    same = list(files)
+    same[i] = save_image(torch.zeros(3, 4, 4), tmp_path / "pool" / "s1" / "same.png")
+    same[j] = save_image(torch.ones(3, 4, 4), tmp_path / "pool" / "s2" / "same.png")
+    with pytest.raises(DataError, match="share a file name"):
+        write_selection(tmp_path / "y", same, y, _CM(), a, V, T)
+    bad = list(files); bad[i] = tmp_path / "pool" / "missing.png"
+    with pytest.raises(DataError, match="missing.png: selected pool file"):
+        write_selection(tmp_path / "y", bad, y, _CM(), a, V, T)
+
+
+# ---------------------------------------------------------------- embed_pool
+class ToyEncoder(torch.nn.Module):
+    encoder_id = "toy-v1"
+
+    def __init__(self, d=16):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.proj = torch.nn.Parameter(torch.randn(48, d, generator=g), requires_grad=False)
+        self.calls = 0
+
+    def encode_image(self, x):
+        self.calls += 1
+        assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+        return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) @ self.proj * 3.0   # not normalised
+
+    def encode_text(self, prompts):
+        seeds = [int(hashlib.md5(p.encode()).hexdigest()[:8], 16) for p in prompts]
+        return torch.stack([torch.randn(self.proj.shape[1], generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+def test_embed_pool_folder_cache_and_selection(tmp_path):
+    cm = class_map("fashion_mnist")
+    g = torch.Generator().manual_seed(0)
+    for c in cm.folders:
+        for k in range(5):
+            save_image(torch.rand(3, 8, 8, generator=g), tmp_path / c / f"{k}.png")
+    enc = ToyEncoder()
+    pe = embed_pool(tmp_path, enc, cm, batch_size=8)
+    assert pe.image_emb.shape == (50, 16) and pe.text_emb.shape == (10, 16) and pe.image_emb.dtype == np.float32
+    assert pe.labels.tolist() == np.repeat(np.arange(10), 5).tolist()
+    assert pe.files[:2] == [str(tmp_path / "0" / "0.png"), str(tmp_path / "0" / "1.png")]
+    assert pe.prompts[0] == "A photo of a t-shirt" and not pe.from_cache and enc.calls == 7
+    check_embeddings(pe.image_emb, pe.text_emb, pe.labels, ipc=2)                  # normalised by embed_pool
+    again = embed_pool(tmp_path, enc, cm, batch_size=8)
+    assert again.from_cache and enc.calls == 7 and np.array_equal(again.image_emb, pe.image_emb)
+    assert Path(again.cache_path).parent == tmp_path and Path(again.cache_path).name.startswith(".sas_embeddings-toy-v1-")
+    assert not embed_pool(tmp_path, enc, cm, template="a {}").from_cache          # other prompts → other key
+    assert not embed_pool(tmp_path, enc, cm, encoder_id="other").from_cache       # other encoder → other key
+    save_image(torch.rand(3, 8, 8, generator=g), tmp_path / "4" / "9.png")         # pool changed → re-encode
+    fresh = embed_pool(tmp_path, enc, cm)
+    assert not fresh.from_cache and len(fresh.labels) == 51
+    sel = sas_select(fresh.image_emb, fresh.text_emb, fresh.labels, 2)
+    assert np.bincount(fresh.labels[sel]).tolist() == [2] * 10
+    (tmp_path / "7" / "0.png").unlink(); [p.unlink() for p in (tmp_path / "7").iterdir()]
+    with pytest.raises(DataError, match="pool folder of class 7 .* has no images"):
+        embed_pool(tmp_path, enc, cm)
+
+
+def test_embed_pool_imageset_in_memory(tmp_path):
+    cm = class_map("fashion_mnist")
+    g = torch.Generator().manual_seed(1)
+    imgs = (torch.rand(20, 3, 8, 8, generator=g) * 255).to(torch.uint8)
+    ds = ImageSet(cm, torch.arange(10).repeat(2), images=imgs)
+    enc = ToyEncoder()
+    pe = embed_pool(ds, enc, batch_size=6, cache_dir=tmp_path)
+    assert pe.files is None and pe.image_emb.shape == (20, 16) and enc.calls == 4
+    assert embed_pool(ds, enc, batch_size=6, cache_dir=tmp_path).from_cache
+    assert not embed_pool(ds, enc, cache=False).from_cache
+    with pytest.raises(ConfigError, match="needs class_map"):
+        embed_pool(tmp_path, enc)
+
+
+# ---------------------------------------------------------------- paper numbers
+PAPER_COLS = ["table", "dataset", "model", "method", "ipc", "pool_factor", "keep_ratio", "selector", "mean", "std"]
+
+
+def _paper(name):
+    with open(ROOT / "params" / "paper" / name) as f:
+        return list(csv.DictReader(f))
+
+
+def test_paper_csvs_shape_and_anchor_values():
+    sizes = {"sas_table1.csv": 72, "sas_table2.csv": 24, "sas_table3.csv": 9, "sas_table4.csv": 9,
+             "sas_table5.csv": 12, "sas_table6.csv": 18, "sas_fig5.csv": 2}
+    for name, n in sizes.items():
+        rows = _paper(name)
+        assert list(rows[0]) == PAPER_COLS and len(rows) == n, name
+        for r in rows:
+            assert 0 < float(r["mean"]) < 100 and (r["std"] == "" or 0 <= float(r["std"]) < 5)
+            assert r["selector"] == "" or parse_selector(r["selector"])
+    # the default configuration is printed identically in Tables 1, 4, 5 and 6
+    def default(name, sel):
+        return [(r["ipc"], r["mean"], r["std"]) for r in _paper(name)
+                if r["selector"] == sel and r["model"] == "resnetap10" and r["pool_factor"] == "4" and r["method"] == "minimax"]
+    want = [("10", "40.3", "0.5"), ("20", "45.0", "0.8"), ("50", "59.9", "0.8")]
+    for name, sel in [("sas_table1.csv", "sas"), ("sas_table4.csv", "sas"), ("sas_table5.csv", "sas"), ("sas_table6.csv", "F")]:
+        assert default(name, sel) == want, name
+    t1 = {(r["model"], r["method"], r["selector"], r["ipc"]): (r["mean"], r["std"]) for r in _paper("sas_table1.csv")}
+    assert t1[("convnet6", "random", "", "10")] == ("24.3", "1.1")
+    assert t1[("resnet18", "dit", "sas", "50")] == ("51.7", "1.0")
+    assert t1[("resnetap10", "full", "", "20")] == ("87.5", "0.5")
+    t6 = {(r["selector"], r["ipc"]): r["mean"] for r in _paper("sas_table6.csv")}
+    assert t6[("A", "10")] == "35.4" and t6[("D", "50")] == "59.0" and t6[("E", "50")] == "55.8"
+    t3 = {(r["method"], r["selector"], r["ipc"]): r["mean"] for r in _paper("sas_table3.csv")}
+    assert t3[("ddpm", "sas", "20")] == "44.9"
