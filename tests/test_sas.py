@@ -12,7 +12,7 @@ import torch
 
 from ddrepro.core import ConfigError, DataError
 from ddrepro.data import ImageSet, class_map, load_distilled, save_image
-from ddrepro.sas import (ABLATIONS, SCORES_COLUMNS, Selection, angular_distance, candidate_count, check_embeddings,
+from ddrepro.sas import (ABLATIONS, CLIP_MEAN, CLIP_STD, SCORES_COLUMNS, ClipEncoder, Selection, angular_distance, candidate_count, check_embeddings,
                          class_blocks, embed_pool, first_per_class, parse_selector, random_per_class, s_div,
                          s_div_norm, s_margin, s_mixed, s_rel, s_sep, sas_select, select, stage1, stage2_naive,
                          stage2_select, stream_order, top_per_class, write_selection)
@@ -487,6 +487,41 @@ def test_embed_pool_imageset_in_memory(tmp_path):
         embed_pool(tmp_path, enc)
 
 
+class _FakeClip(torch.nn.Module):
+    "An open_clip-shaped model: sees CLIP-normalised 224 px images and token ids, returns unnormalised features."
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.seen = None
+
+    def encode_image(self, x):
+        self.seen = x
+        return torch.cat([x.flatten(2).mean(2), x.flatten(2).std(2)], 1) * 7
+
+    def encode_text(self, tok):
+        return tok.float() * 3 + 1
+
+
+def test_clip_encoder_preprocessing_and_normalisation(tmp_path):
+    enc = ClipEncoder(_FakeClip(), lambda ps: torch.tensor([[len(p), 1, 2, 0, 5, 1] for p in ps]))
+    x = torch.zeros(2, 3, 32, 48); x[:, :, :, :8] = 1.0                          # bright left strip: cropped away
+    e = enc.encode_image(x)
+    seen = enc.model.seen
+    assert seen.shape == (2, 3, 224, 224) and seen.dtype == torch.float32
+    want = (0 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+    torch.testing.assert_close(seen[0, :, 112, 112], want)                      # center crop of the short-side resize
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(2))
+    torch.testing.assert_close(enc.encode_text(["a", "bcd"]).norm(dim=1), torch.ones(2))
+    cm = class_map("fashion_mnist")
+    g = torch.Generator().manual_seed(2)
+    for c in cm.folders:
+        for k in range(3):
+            save_image(torch.rand(3, 16, 16, generator=g), tmp_path / c / f"{k}.png")
+    pe = embed_pool(tmp_path, enc, cm)
+    assert pe.encoder_id == "_FakeClip-224" and pe.image_emb.shape == (30, 6)
+    check_embeddings(pe.image_emb, pe.text_emb, pe.labels, ipc=3)
+
+
 # ---------------------------------------------------------------- paper numbers
 PAPER_COLS = ["table", "dataset", "model", "method", "ipc", "pool_factor", "keep_ratio", "selector", "mean", "std"]
 
@@ -508,14 +543,14 @@ def test_paper_csvs_shape_and_anchor_values():
     # the default configuration is printed identically in Tables 1, 4, 5 and 6
     def default(name, sel):
         return [(r["ipc"], r["mean"], r["std"]) for r in _paper(name)
-                if r["selector"] == sel and r["model"] == "resnetap10" and r["pool_factor"] == "4" and r["method"] == "minimax"]
+                if r["selector"] == sel and r["model"] == "resnet_ap10" and r["pool_factor"] == "4" and r["method"] == "minimax"]
     want = [("10", "40.3", "0.5"), ("20", "45.0", "0.8"), ("50", "59.9", "0.8")]
     for name, sel in [("sas_table1.csv", "sas"), ("sas_table4.csv", "sas"), ("sas_table5.csv", "sas"), ("sas_table6.csv", "F")]:
         assert default(name, sel) == want, name
     t1 = {(r["model"], r["method"], r["selector"], r["ipc"]): (r["mean"], r["std"]) for r in _paper("sas_table1.csv")}
     assert t1[("convnet6", "random", "", "10")] == ("24.3", "1.1")
     assert t1[("resnet18", "dit", "sas", "50")] == ("51.7", "1.0")
-    assert t1[("resnetap10", "full", "", "20")] == ("87.5", "0.5")
+    assert t1[("resnet_ap10", "full", "", "20")] == ("87.5", "0.5")
     t6 = {(r["selector"], r["ipc"]): r["mean"] for r in _paper("sas_table6.csv")}
     assert t6[("A", "10")] == "35.4" and t6[("D", "50")] == "59.0" and t6[("E", "50")] == "55.8"
     t3 = {(r["method"], r["selector"], r["ipc"]): r["mean"] for r in _paper("sas_table3.csv")}
