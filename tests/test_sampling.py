@@ -1,0 +1,301 @@
+"Tests of ddrepro.sampling: step maths vs diffusers, exact Gaussian sampling, seeds, CFG, hooks, img2img, resumable pools."
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddrepro.backbones import build_dit, build_unet, build_vae
+from ddrepro.core import ConfigError, derive_seed
+from ddrepro.data import class_map
+from ddrepro.sampling import (DiTGenerator, GaussianDenoiser, ddim_step, ddpm_step, encode_images, generators_for,
+                              img2img_timesteps, initial_noise, make_pool, make_scheduler, model_eps, sample_dit,
+                              sample_text, step_alphas, to_eps)
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_dit("tiny"), build_vae()
+
+
+# --- one step ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_step_matches_diffusers(eta):
+    g = torch.Generator().manual_seed(3)
+    x, e, z = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(3))
+    s = make_scheduler("ddim", timestep_spacing="leading"); s.set_timesteps(20)
+    for t, ab, abp in step_alphas(s, s.timesteps)[::5]:
+        mean, sig, x0 = ddim_step(x, e, ab, abp, eta)
+        out = s.step(e, t, x, eta=eta, variance_noise=z)
+        assert torch.allclose(mean + sig * z, out.prev_sample, atol=1e-5)
+        assert torch.allclose(x0, out.pred_original_sample, atol=1e-4)
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large", "learned_range"])
+def test_ddpm_step_matches_diffusers(variance_type):
+    g = torch.Generator().manual_seed(4)
+    x, e, v = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(3))
+    v = v.clamp(-1, 1)
+    s = make_scheduler("ddpm", variance_type=variance_type); s.set_timesteps(25)
+    for t, ab, abp in step_alphas(s, s.timesteps)[::6]:
+        out = torch.cat([e, v], 1) if variance_type == "learned_range" else e
+        ref = s.step(out, t, x, generator=torch.Generator().manual_seed(9)).prev_sample
+        z = torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
+        mean, sig, _ = ddpm_step(x, e, ab, abp, variance_type, v)
+        assert torch.allclose(mean + sig * z, ref, atol=1e-5), t
+
+
+def test_ddim_hand_values():
+    # ᾱ_t = 0.25, ᾱ_prev = 0.64, x_t = 1, ε = 0.5: x̂₀ = (1 − √0.75·0.5)/0.5, η = 0 → √0.64 x̂₀ + √0.36 ε
+    x, e = torch.ones(1, 1, 1, 1), torch.full((1, 1, 1, 1), 0.5)
+    mean, sig, x0 = ddim_step(x, e, 0.25, 0.64, 0.0)
+    x0_hand = (1 - math.sqrt(0.75) * 0.5) / 0.5
+    assert abs(x0.item() - x0_hand) < 1e-6
+    assert abs(mean.item() - (0.8 * x0_hand + 0.6 * 0.5)) < 1e-6 and sig.item() == 0
+    # η = 1: σ² = (1−ᾱ_prev)/(1−ᾱ_t)·(1−ᾱ_t/ᾱ_prev) = 0.36/0.75·(1 − 0.390625)
+    _, sig, _ = ddim_step(x, e, 0.25, 0.64, 1.0)
+    assert abs(sig.item() ** 2 - 0.36 / 0.75 * (1 - 0.25 / 0.64)) < 1e-7
+
+
+def test_to_eps_roundtrip():
+    x0, e = torch.randn(5, 3), torch.randn(5, 3)
+    for a in (0.01, 0.5, 0.99):
+        xt = math.sqrt(a) * x0 + math.sqrt(1 - a) * e
+        assert torch.allclose(to_eps(math.sqrt(a) * e - math.sqrt(1 - a) * x0, xt, a, "v_prediction"), e, atol=1e-4)
+        assert torch.allclose(to_eps(x0, xt, a, "sample"), e, atol=1e-3)
+    with pytest.raises(ConfigError, match="prediction_type"):
+        to_eps(x0, x0, 0.5, "flow")
+
+
+# --- the whole chain on a model with known answers ------------------------------------------------
+
+def test_gaussian_ddpm_1000_steps_recovers_data_distribution():
+    means = torch.stack([torch.full((4, 8, 8), v) for v in (-1.0, 2.0)])
+    model = GaussianDenoiser(means, 0.5, make_scheduler("ddpm").alphas_cumprod)
+    labels = torch.tensor([0] * 12 + [1] * 12)
+    z = sample_dit(model, None, labels, [derive_seed(0, i) for i in range(24)], num_steps=1000, cfg_scale=None,
+                   sampler="ddpm")
+    for c, m in ((0, -1.0), (1, 2.0)):
+        assert abs(z[labels == c].mean().item() - m) < 0.03
+        assert abs(z[labels == c].std().item() - 0.5) < 0.015
+
+
+def test_gaussian_cfg_scales_class_mean():
+    # null class has mean 0, so CFG scale s gives ε of a Gaussian with mean s·m_c
+    means = torch.full((1, 4, 8, 8), 1.0)
+    model = GaussianDenoiser(means, 0.5, make_scheduler("ddim").alphas_cumprod)
+    seeds = [derive_seed(1, i) for i in range(16)]
+    z = sample_dit(model, None, [0] * 16, seeds, num_steps=100, cfg_scale=3.0)
+    assert abs(z.mean().item() - 3.0) < 0.1
+
+
+# --- seeds, batching, CFG --------------------------------------------------------------------------
+
+def test_ddim_eta0_deterministic_and_seed_dependent(tiny):
+    dit, vae = tiny
+    seeds = [derive_seed(0, c, 0) for c in range(3)]
+    a = sample_dit(dit, vae, [0, 1, 2], seeds, num_steps=8)
+    assert torch.equal(a, sample_dit(dit, vae, [0, 1, 2], seeds, num_steps=8))
+    b = sample_dit(dit, vae, [0, 1, 2], [s + 1 for s in seeds], num_steps=8)
+    assert (a - b).abs().max() > 1e-3
+    assert a.shape == (3, 3, 16, 16) and 0 <= a.min() and a.max() <= 1
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_image_independent_of_batch_composition(tiny, sampler):
+    dit, _ = tiny
+    items = [(0, 0), (5, 0), (9, 3), (5, 1)]
+    seeds = [derive_seed(7, c, k) for c, k in items]
+    big = sample_dit(dit, None, [c for c, _ in items], seeds, num_steps=6, sampler=sampler, eta=0.3)
+    for i in (1, 3):
+        alone = sample_dit(dit, None, [items[i][0]], [seeds[i]], num_steps=6, sampler=sampler, eta=0.3)
+        assert rel_err(alone[0], big[i]) < 1e-5
+    pair = sample_dit(dit, None, [items[3][0], items[0][0]], [seeds[3], seeds[0]], num_steps=6, sampler=sampler, eta=0.3)
+    assert rel_err(pair[0], big[3]) < 1e-5 and rel_err(pair[1], big[0]) < 1e-5
+
+
+def test_cfg_scale_one_equals_conditional(tiny):
+    dit, _ = tiny
+    seeds = [derive_seed(2, 0), derive_seed(2, 1)]
+    a = sample_dit(dit, None, [3, 4], seeds, num_steps=6, cfg_scale=1.0)
+    b = sample_dit(dit, None, [3, 4], seeds, num_steps=6, cfg_scale=None)
+    assert rel_err(a, b) < 1e-5
+    c = sample_dit(dit, None, [3, 4], seeds, num_steps=6, cfg_scale=4.0)
+    assert rel_err(c, b) > 1e-3
+
+
+def test_learned_sigma_first_channels_are_eps():
+    dit8 = build_dit("tiny", out_channels=8)
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        raw = dit8(x, timestep=torch.tensor([100, 100]), class_labels=torch.tensor([1, 2])).sample
+        eps, var = model_eps(dit8, x, 100, {"class_labels": torch.tensor([1, 2])})
+    assert torch.allclose(eps, raw[:, :4]) and torch.allclose(var, raw[:, 4:])
+
+
+def test_training_mode_model_is_switched_to_eval_and_restored(tiny):
+    dit, _ = tiny
+    dit.train()
+    try:
+        a = sample_dit(dit, None, [1], [5], num_steps=3)
+        assert dit.training
+        dit.eval()
+        assert torch.equal(a, sample_dit(dit, None, [1], [5], num_steps=3))
+    finally:
+        dit.eval()
+
+
+def test_bad_inputs(tiny):
+    dit, _ = tiny
+    with pytest.raises(ConfigError, match="0..9"):
+        sample_dit(dit, None, [12], [0])
+    with pytest.raises(ConfigError, match="one seed per image"):
+        sample_dit(dit, None, [1, 2], [0])
+    with pytest.raises(ConfigError, match="ddim"):
+        make_scheduler("heun")
+
+
+# --- hooks -----------------------------------------------------------------------------------------
+
+def test_guidance_hook_gets_graph_and_changes_samples():
+    means = torch.full((1, 4, 8, 8), -1.0)
+    model = GaussianDenoiser(means, 0.5, make_scheduler("ddim").alphas_cumprod)
+    got = {}
+
+    class Pull:
+        requires_grad = True
+        def __call__(self, x_t, t, eps, x0_hat, ctx):
+            assert x_t.requires_grad and x0_hat.grad_fn is not None
+            got.setdefault("steps", []).append(ctx.step)
+            g, = torch.autograd.grad(((x0_hat - 1.0) ** 2).sum(), x_t)
+            return eps + 2.0 * math.sqrt(1 - ctx.alpha_bar) * g
+
+    seeds = [derive_seed(3, i) for i in range(8)]
+    plain = sample_dit(model, None, [0] * 8, seeds, num_steps=10, cfg_scale=None)
+    pulled = sample_dit(model, None, [0] * 8, seeds, num_steps=10, cfg_scale=None, guidance=Pull())
+    assert got["steps"] == list(range(10))
+    assert pulled.mean() > plain.mean() + 1.0
+
+
+def test_noise_hook_replaces_step_noise(tiny):
+    dit, _ = tiny
+    seen = []
+
+    def hook(step, x_t, mean, sigma, ctx):
+        seen.append((step, tuple(mean.shape), float(sigma.flatten()[0])))
+        return torch.zeros_like(x_t)
+
+    z0 = sample_dit(dit, None, [1, 2], [4, 5], num_steps=5, sampler="ddpm", noise=hook)
+    assert [s for s, _, _ in seen] == [0, 1, 2, 3] and all(sig > 0 for _, _, sig in seen)
+    # with zero noise, DDPM is the deterministic chain of posterior means: same as η-free mean updates
+    z1 = sample_dit(dit, None, [1, 2], [4, 5], num_steps=5, sampler="ddpm",
+                    noise=lambda step, x_t, mean, sigma, ctx: torch.zeros_like(x_t))
+    assert torch.equal(z0, z1)
+    assert rel_err(z0, sample_dit(dit, None, [1, 2], [4, 5], num_steps=5, sampler="ddpm")) > 1e-4
+
+
+# --- text-conditional UNet -------------------------------------------------------------------------
+
+def test_text_path_txt2img_and_img2img_start():
+    unet, vae = build_unet(), build_vae()
+    g = torch.Generator().manual_seed(0)
+    states, empty = torch.randn(2, 5, 16, generator=g), torch.randn(1, 5, 16, generator=g)
+    seeds = [11, 12]
+    txt = sample_text(unet, vae, states, seeds, uncond_states=empty, num_steps=6)
+    one = sample_text(unet, vae, states[1:], seeds[1:], uncond_states=empty, num_steps=6)
+    assert txt.shape == (2, 3, 16, 16) and torch.allclose(one[0], txt[1], atol=1e-5)
+    seen = []
+    init = torch.rand(2, 3, 16, 16, generator=g)
+    sample_text(unet, vae, states, seeds, uncond_states=empty, num_steps=10, init_images=init, strength=0.5,
+                guidance=lambda x_t, t, eps, x0, ctx: seen.append((t, x_t.clone())) or eps)
+    sched = make_scheduler("ddim")
+    assert [t for t, _ in seen] == img2img_timesteps(sched, 10, 0.5) and len(seen) == 5
+    gens = generators_for(seeds)
+    with torch.no_grad():
+        z0 = encode_images(vae, init, gens)
+    ab = float(sched.alphas_cumprod[seen[0][0]])
+    assert torch.allclose(seen[0][1], math.sqrt(ab) * z0 + math.sqrt(1 - ab) * initial_noise(gens, z0.shape[1:]), atol=1e-5)
+
+
+def test_img2img_timesteps_sd_vlcp():
+    sd = make_scheduler("ddim", dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                     steps_offset=1, timestep_spacing="leading", set_alpha_to_one=False))
+    kept = img2img_timesteps(sd, 50, 0.7)
+    assert (len(kept), kept[0], kept[-1]) == (35, 681, 1)
+    with pytest.raises(ConfigError, match="strength"):
+        img2img_timesteps(sd, 50, 0.0)
+
+
+def test_v_prediction_unet_runs():
+    unet, vae = build_unet(), build_vae()
+    sched = make_scheduler("ddim", prediction_type="v_prediction")
+    out = sample_text(unet, None, torch.randn(1, 5, 16), [1], uncond_states=torch.zeros(1, 5, 16), num_steps=4,
+                      scheduler=sched)
+    assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
+
+
+# --- pools: resume after a kill is byte-identical ---------------------------------------------------
+
+POOL_SCRIPT = textwrap.dedent("""
+    import sys, time, torch
+    from ddrepro.backbones import build_dit, build_vae
+    from ddrepro.data import class_map
+    from ddrepro.sampling import DiTGenerator, make_pool
+    torch.set_num_threads(1)
+    class Slow(DiTGenerator):
+        def generate(self, labels, seeds):
+            time.sleep(float(sys.argv[2]))
+            return super().generate(labels, seeds)
+    gen = Slow(build_dit("tiny"), build_vae(), num_steps=4, cfg_scale=2.0, name="tiny-dit")
+    make_pool(gen, class_map("fashion_mnist"), per_class=3, seed=5, out_dir=sys.argv[1], batch_size=4, device="cpu")
+""")
+
+
+def _pngs(d):
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(Path(d).rglob("*.png"))}
+
+
+def test_pool_resume_after_kill_is_byte_identical(tmp_path):
+    script = tmp_path / "pool.py"; script.write_text(POOL_SCRIPT)
+    env = dict(os.environ, DDREPRO_PROGRESS="0")
+    killed, full = tmp_path / "killed", tmp_path / "full"
+    proc = subprocess.Popen([sys.executable, str(script), str(killed), "0.3"], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(killed.rglob("*.png"))) < 6:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    n_before = len(list(killed.rglob("*.png")))
+    assert 6 <= n_before < 30, f"kill did not land mid-run ({n_before} images)"
+    from ddrepro.data import read_image
+    for p in killed.rglob("*.png"): read_image(p)          # atomic writes: every PNG present is complete
+    runs = [subprocess.Popen([sys.executable, str(script), str(d), "0"], env=env) for d in (killed, full)]
+    assert [p.wait() for p in runs] == [0, 0]
+    a, b = _pngs(killed), _pngs(full)
+    assert len(a) == 30 and a.keys() == b.keys()
+    assert not list(killed.rglob("*.tmp"))                  # temp files of the killed write were cleaned up
+    assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
+    from ddrepro.core import RunRecord
+    rec = RunRecord.load(killed)
+    assert rec.status == "complete" and rec.stages["generate"]["resumed_with"] == n_before
+    assert rec.stages["generate"]["images"] == 30 - n_before and rec.params["num_steps"] == 4
+
+
+def test_pool_refuses_to_mix_settings(tmp_path):
+    cm = class_map("fashion_mnist")
+    gen = DiTGenerator(build_dit("tiny"), build_vae(), num_steps=2, name="tiny-dit")
+    rec = make_pool(gen, cm, per_class=1, seed=0, out_dir=tmp_path, batch_size=16, classes=[0, 3], device="cpu")
+    assert sorted(p.parent.name for p in tmp_path.rglob("*.png")) == ["0", "3"]
+    assert rec.results["images"] == 2
+    with pytest.raises(ConfigError, match="seed=0"):
+        make_pool(gen, cm, per_class=1, seed=1, out_dir=tmp_path, batch_size=16, classes=[0, 3], device="cpu")
