@@ -471,6 +471,9 @@ def test_embed_pool_folder_cache_and_selection(tmp_path):
     (tmp_path / "7" / "0.png").unlink(); [p.unlink() for p in (tmp_path / "7").iterdir()]
     with pytest.raises(DataError, match="pool folder of class 7 .* has no images"):
         embed_pool(tmp_path, enc, cm)
+    (tmp_path / "7").rmdir()
+    with pytest.raises(DataError, match="pool folder of class 7 \\(Sneaker\\) missing"):
+        embed_pool(tmp_path, enc, cm)
 
 
 def test_embed_pool_imageset_in_memory(tmp_path):
