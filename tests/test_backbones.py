@@ -226,3 +226,56 @@ def test_hub_dit_xl_2_loads():
     "Needs the checkpoint in the HF cache (or network with download=True)."
     model, asset = load_dit("DiT-XL-2-256", download=True)
     assert model.config.num_layers == 28 and len(asset.revision) == 40
+
+
+# --- pool generators / encoders by name ------------------------------------------------------------------
+
+@pytest.fixture
+def fake_zoo(monkeypatch):
+    "A stand-in `ddrepro.zoo` with tiny random models of the zoo's interfaces."
+    import sys, types
+    import ddrepro
+    z = types.ModuleType("ddrepro.zoo")
+    z.load = lambda name, device="cpu", **kw: {"dit": lambda: build_dit("tiny"), "vae": build_vae}[name]()
+    monkeypatch.setitem(sys.modules, "ddrepro.zoo", z)
+    monkeypatch.setattr(ddrepro, "zoo", z, raising=False)
+    return z
+
+
+def test_embedded_dit_and_minimax_pool_generators(fake_zoo, tmp_path, monkeypatch):
+    import ddrepro.backbones as bb
+    from ddrepro.backbones import load_pool_generator
+    monkeypatch.setattr(bb, "minimax_cache_dir", lambda *a: tmp_path / "mm")
+    g = load_pool_generator("dit", device="cpu")
+    assert g.class_ids is None and g.cfg_channels is None and g.scheduler_config is None and g.sampler == "ddpm"
+    assert g.assets["dit"]["source"] == "zoo" and g.generate([0, 9], [1, 2]).shape == (2, 3, 16, 16)
+    m = load_pool_generator("minimax", device="cpu", minimax_steps=3, minimax_per_class=8)
+    assert (tmp_path / "mm" / "ema" / "config.json").exists() and m.assets["minimax"]["sha256"]
+    m2 = load_pool_generator("minimax", device="cpu", minimax_steps=3, minimax_per_class=8)   # from the cache
+    assert all(torch.equal(a, b) for a, b in zip(m.model.state_dict().values(), m2.model.state_dict().values()))
+    assert not torch.equal(m.model.proj_out_2.bias, g.model.proj_out_2.bias)
+
+
+def test_paper_scale_pool_generator_maps_imagenet_heads(meta_ckpt, tmp_path):
+    from ddrepro.backbones import load_pool_generator
+    ref, _ = meta_ckpt
+    big = MetaDiT(classes=1000)
+    big.load_state_dict({k: v for k, v in ref.state_dict().items() if "y_embedder" not in k}, strict=False)
+    torch.save(big.state_dict(), tmp_path / "DiT-1000.pt")
+    build_vae().save_pretrained(tmp_path / "vae")
+    g = load_pool_generator("dit", "imagewoof", weights=str(tmp_path / "DiT-1000.pt"), vae=str(tmp_path / "vae"),
+                            num_heads=2, device="cpu")
+    assert g.class_ids == list(class_map("imagewoof").head_idx)
+    assert g.cfg_channels == 3 and g.scheduler_config == {"variance_type": "learned_range"}
+    assert g.generate([0], [3]).shape == (1, 3, 16, 16)
+    with pytest.raises(ConfigError, match="generator_weights="):
+        load_pool_generator("dit", "imagewoof")
+
+
+def test_image_text_encoder_specs(monkeypatch):
+    from ddrepro.backbones import load_image_text_encoder
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(AssetError, match="clip_path="):
+        load_image_text_encoder("open_clip:ViT-B-32:openai")
+    with pytest.raises(ConfigError, match="open_clip:<arch>"):
+        load_image_text_encoder("resnet")
