@@ -200,3 +200,19 @@ def test_mean_pairwise_distance():
     lab = torch.tensor([0, 0, 0, 1, 1])
     # class 0: pairs (1,2): 1, (1,3): 2, (2,3): 1 → mean 4/3; class 1: identical → 0
     assert math.isclose(mean_pairwise_distance(e, lab), (4 / 3 + 0) / 2, rel_tol=1e-6)
+
+
+def test_diffusion_loss_mse_equals_zoo_dit_loss():
+    "The ε-MSE part is the zoo's DiT training loss for the same t and ε (zoo.noisy_latents draws t, then ε)."
+    from ddrepro import zoo
+    model = build_dit("tiny")
+    g = torch.Generator().manual_seed(2)
+    lat, labels = torch.randn(6, 4, 8, 8, generator=g), torch.tensor([0, 1, 2, 3, 4, 9])
+    sched = make_scheduler("ddpm")
+    with torch.no_grad():
+        ref = zoo.dit_loss(model, lat, labels, sched, p_uncond=0, generator=torch.Generator().manual_seed(5))
+        g = torch.Generator().manual_seed(5)
+        t = torch.randint(0, 1000, (6,), generator=g)
+        eps = torch.randn(lat.shape, generator=g)
+        mine = diffusion_loss(model, lat, labels, t, eps, sched.alphas_cumprod)["mse"].mean()
+    assert math.isclose(mine.item(), ref.item(), rel_tol=1e-4)
