@@ -308,3 +308,15 @@ def test_pool_refuses_to_mix_settings(tmp_path):
     assert rec.results["images"] == 2
     with pytest.raises(ConfigError, match="seed=0"):
         make_pool(gen, cm, per_class=1, seed=1, out_dir=tmp_path, batch_size=16, classes=[0, 3], device="cpu")
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_sampling_close_to_cpu_fp32():
+    "On a GPU: a DiT samples under bf16 autocast; the exact Gaussian chain gives the right class means."
+    means = torch.stack([torch.full((4, 8, 8), v) for v in (-1.0, 2.0)])
+    labels, seeds = torch.tensor([0, 1, 1]), [derive_seed(9, i) for i in range(3)]
+    out = sample_dit(build_dit("tiny", num_embeds_ada_norm=2).cuda(), build_vae().cuda(), labels, seeds, num_steps=10)
+    assert out.shape == (3, 3, 16, 16) and out.is_cuda and torch.isfinite(out).all()
+    model = GaussianDenoiser(means, 0.5, make_scheduler("ddpm").alphas_cumprod).cuda()
+    z = sample_dit(model, None, labels.repeat(20), [derive_seed(9, i) for i in range(60)], num_steps=50, cfg_scale=None)
+    assert abs(z[labels.repeat(20).cuda() == 1].mean().item() - 2.0) < 0.05
