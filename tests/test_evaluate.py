@@ -129,8 +129,9 @@ def test_paper_and_embedded_presets():
     assert c.eval_every == 15
     e = {(p, i): ev.eval_config(p, "embedded", "fashion_mnist", i) for p in ("hard", "soft") for i in (1, 10, 50)}
     assert [e["hard", i].epochs for i in (1, 10, 50)] == [100, 67, 50]
+    assert [e["soft", i].epochs for i in (1, 10, 50)] == [150, 60, 30]
     for (p, i), c in e.items():
-        assert c.width == 32 and c.student == "convnet" and len(c.eval_epochs()) == 3 and c.eval_epochs()[-1] == c.epochs
+        assert c.width == 32 and c.student == "convnet" and len(c.eval_epochs()) == 2 and c.eval_epochs()[-1] == c.epochs
         assert c.optimizer == ("sgd" if p == "hard" else "adamw")
     with pytest.raises(ConfigError, match="unknown setting"):
         ev.eval_config("hard", "embedded", "fashion_mnist", 10, epoch=3)
@@ -381,3 +382,21 @@ def test_evaluate_folder_and_table(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "distilled" / "record.json").exists() and (tmp_path / "out" / "random_real" / "record.json").exists()
     table = ev.results_table(list(res.items()))
     assert "embedded" in table and ev.BEST_LABEL in table and "final top-1 % (headline)" in table
+
+
+def test_torchvision_teacher_from_local_cache_only(tmp_path, monkeypatch):
+    "The hub path reads the torch hub cache and never downloads; a 1000-way head is cut to the subset's classes."
+    import torchvision
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(Exception, match="not available offline"):
+        ev.load_teacher("torchvision:resnet18", class_map("imagewoof"), 64)
+    ckpt = tmp_path / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None)
+    torch.save(net.state_dict(), ckpt / "resnet18-f37072fd.pth")
+    woof = class_map("imagewoof")
+    t = ev.load_teacher("torchvision:resnet18", woof, 64)
+    x = torch.rand(2, 3, 64, 64)
+    ref = net.eval()((x - torch.tensor(ev.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(ev.IMAGENET_STD).view(1, 3, 1, 1))
+    torch.testing.assert_close(t(x), ref[:, list(woof.head_idx)], atol=1e-5, rtol=1e-5)
