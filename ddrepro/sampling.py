@@ -22,7 +22,7 @@ from .core import (ConfigError, DataError, RunRecord, autocast, derive_seed, pic
 __all__ = ['make_scheduler', 'step_alphas', 'to_eps', 'predict_x0', 'ddim_step', 'ddpm_step', 'model_eps', 'StepContext',
            'eval_mode', 'generators_for', 'initial_noise', 'denoise', 'decode_latents', 'encode_images', 'sample_dit',
            'GaussianDenoiser', 'img2img_timesteps', 'noise_to', 'sample_text', 'DiTGenerator', 'TextGenerator',
-           'pool_items', 'pool_seed', 'make_pool']
+           'pool_items', 'pool_seed', 'make_pool', 'pool_image_set']
 
 # %% ../nbs/05_sampling.ipynb #88e18aca
 def make_scheduler(kind: str = "ddim", config: dict | None = None, **overrides):
@@ -499,3 +499,20 @@ def make_pool(generator, class_map, per_class: int, seed: int, out_dir: str | os
                   device=str(dev))
     rec.finish(images=len(items), per_class=per_class, num_classes=len(set(c for c, _ in items)))
     return rec
+
+# %% ../nbs/05_sampling.ipynb #9f1eb1e3
+def pool_image_set(pool_dir: str | os.PathLike, class_map, per_class: int) -> "ImageSet":
+    "Files `<pool_dir>/<folder>/<k>.png`, k < `per_class`, of every class as a lazily decoded `ImageSet`."
+    from ddrepro.data import ImageSet
+    pool_dir = Path(pool_dir)
+    files, labels, missing = [], [], []
+    for c, folder in enumerate(class_map.folders):
+        for k in range(per_class):
+            f = pool_dir / folder / f"{k}.png"
+            if not f.exists(): missing.append(str(f))
+            files.append(str(f)); labels.append(c)
+    if missing:
+        raise DataError(f"{pool_dir}: {len(missing)} of {len(files)} pool images missing (first: {missing[0]}); "
+                        f"run make_pool with per_class ≥ {per_class} first")
+    return ImageSet(class_map, torch.tensor(labels), files=files,
+                    source=dict(kind="pool", path=str(pool_dir), per_class=per_class, n=len(files)))
