@@ -98,6 +98,7 @@ def test_hard_epochs_by_ipc():
 def test_lr_milestones_and_multistep_schedule():
     assert ev.multistep_milestones(1500) == [1000, 1250]
     assert ev.multistep_milestones(2000) == [2 * 2000 // 3, 5 * 2000 // 6] == [1333, 1666]
+    assert ev.multistep_milestones(1) == [1, 1]          # never decay before the first epoch
     cfg = ev.eval_config("hard", "paper", "imagewoof", 10, student="convnet", width=4, size=32, epochs=12)
     model, opt, sched = ev.make_student(cfg, torch.device("cpu"))
     lrs = []
