@@ -216,3 +216,13 @@ def test_diffusion_loss_mse_equals_zoo_dit_loss():
         eps = torch.randn(lat.shape, generator=g)
         mine = diffusion_loss(model, lat, labels, t, eps, sched.alphas_cumprod)["mse"].mean()
     assert math.isclose(mine.item(), ref.item(), rel_tol=1e-4)
+
+
+def test_command_line_fine_tune(tmp_path):
+    from ddrepro.minimax import main
+    build_dit("tiny").save_pretrained(tmp_path / "dit"); build_vae().save_pretrained(tmp_path / "vae")
+    out = main(["--dataset", "fashion_mnist", "--per-class", "2", "--size", "16", "--max-steps", "2", "--batch-size", "4",
+                "--dit", str(tmp_path / "dit"), "--vae", str(tmp_path / "vae"), "--device", "cpu", "--out", str(tmp_path / "mm")])
+    rec = RunRecord.load(out)
+    assert rec.status == "complete" and rec.results["minimax"]["steps"] == 2
+    assert {"dit", "vae", "minimax_ema"} <= set(rec.assets) and rec.params["per_class"] == 2
