@@ -1,0 +1,54 @@
+"""The SAS run notebook end to end through papermill (embedded zoo, tiny budget), and its fail-fast preflight
+at paper scale when ImageWoof / the checkpoints are absent."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ddrepro.data import class_map, load_distilled
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPERMILL = [str(Path(sys.executable).parent / "papermill")]
+
+
+def _papermill(tmp_path, *args, timeout=900):
+    env = dict(os.environ, DDREPRO_PROGRESS="0", HF_HUB_OFFLINE="1")
+    return subprocess.run(PAPERMILL + [str(ROOT / "nbs" / "run_sas.ipynb"), str(tmp_path / "out.ipynb"), "--cwd", str(ROOT), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_run_sas_embedded_smoke(tmp_path):
+    out = tmp_path / "run"
+    r = _papermill(tmp_path, "-p", "ipc", "2", "-p", "pool", "dit", "-p", "pool_factor", "2", "-p", "repeats", "1",
+                   "-p", "num_steps", "5", "-p", "pool_dir", str(tmp_path / "pool"), "-p", "out_dir", str(out),
+                   "-p", "figures", "False", "-y", "baselines: [first_pool, random_real]", "-y", "eval_overrides: {epochs: 2}")
+    assert r.returncode == 0, r.stderr[-4000:]
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["status"] == "complete" and rec["params"]["ipc"] == 2
+    assert set(rec["stages"]) >= {"preflight", "pool", "embed", "select", "evaluate"}
+    rows = pd.DataFrame(rec["results"]["rows"])
+    assert sorted(zip(rows.method, rows.selector)) == [("dit", ""), ("dit", "sas"), ("random", "")]
+    assert ((rows.acc_final_mean >= 0) & (rows.acc_final_mean <= 1)).all() and (rows.ipc == 2).all()
+    # exactly IPC images per class, readable as a distilled set, with the score table beside them
+    assert load_distilled(out / "distilled", class_map("fashion_mnist"), 2, exact=True).per_class() == [2] * 10
+    scores = pd.read_csv(out / "distilled" / "scores.csv")
+    assert len(scores) == 40 and scores.is_selected.sum() == 20
+    assert (out / "distilled" / "embeddings.npz").exists()
+    assert {"generator/dit", "generator/vae", "encoder/clip", "pool"} <= set(rec["assets"]) or "pool" in rec["assets"]
+
+
+def test_run_sas_paper_params_fail_fast_without_imagewoof(tmp_path):
+    t0 = time.time()
+    r = _papermill(tmp_path, "-f", str(ROOT / "params/sas/table1_imagewoof.yaml"), "-p", "ipc", "50",
+                   "-p", "out_dir", str(tmp_path / "run"), timeout=300)
+    assert r.returncode != 0
+    msg = r.stderr + r.stdout
+    assert "DataError: imagewoof: no" in msg and "-p data_root" in msg
+    assert time.time() - t0 < 120
+    rec = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert rec["stages"]["preflight"]["status"].startswith("failed: DataError")
