@@ -8,7 +8,16 @@ os.environ.setdefault("DDREPRO_PROGRESS", "0")
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests run tiny models: one intra-op thread is fastest, and on a shared 2-core machine two threads
+    oversubscribe the CPU (measured: up to ~100x slower). Restored after each test."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def pytest_configure(config):

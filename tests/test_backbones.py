@@ -16,13 +16,6 @@ from ddrepro.core import AssetError, ConfigError, RunRecord, file_sha256
 from ddrepro.data import class_map
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Tiny models: one intra-op thread is fastest (restored afterwards)."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --- a re-implementation of Meta's DiT (facebookresearch/DiT models.py) to check the conversion ---------

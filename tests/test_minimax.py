@@ -15,13 +15,6 @@ from ddrepro.minimax import (ClassMemory, MinimaxConfig, cosine_matrix, diffusio
 from ddrepro.sampling import make_scheduler
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Tiny models: one intra-op thread is fastest (restored afterwards)."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --- DiffFit ----------------------------------------------------------------------------------------

@@ -19,13 +19,6 @@ from ddrepro.sampling import (DiTGenerator, GaussianDenoiser, ddim_step, ddpm_st
                               sample_text, step_alphas, to_eps)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "Tiny models: one intra-op thread is fastest (restored afterwards)."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def rel_err(a, b):
