@@ -228,8 +228,10 @@ def fake_zoo(monkeypatch):
     "A stand-in `ddrepro.zoo` with tiny random models of the zoo's interfaces."
     import sys, types
     import ddrepro
+    import ddrepro.zoo as real
     z = types.ModuleType("ddrepro.zoo")
     z.load = lambda name, device="cpu", **kw: {"dit": lambda: build_dit("tiny"), "vae": build_vae}[name]()
+    z.drop_labels, z.label_dropout_off = real.drop_labels, real.label_dropout_off   # used by minimax fine-tuning
     monkeypatch.setitem(sys.modules, "ddrepro.zoo", z)
     monkeypatch.setattr(ddrepro, "zoo", z, raising=False)
     return z
