@@ -19,10 +19,10 @@ from .core import AssetError, ConfigError, file_sha256
 
 # %% auto #0
 __all__ = ['DIT_CONFIGS', 'WEIGHT_FILES', 'HUB', 'META_DIT_URL', 'DIT_HEADS', 'POOLS', 'build_dit', 'build_vae', 'build_unet',
-           'Asset', 'weights_sha256', 'hub_snapshot', 'meta_dit_config', 'convert_meta_dit', 'meta_dit_compat',
-           'read_checkpoint', 'load_dit', 'load_vae', 'TextBackbone', 'load_text_backbone', 'tiny_clip_text',
-           'load_clip', 'load_teacher', 'minimax_cache_dir', 'zoo_minimax', 'load_pool_generator',
-           'load_image_text_encoder', 'PoolConfig']
+           'Asset', 'weights_sha256', 'hub_entry', 'hub_snapshot', 'meta_dit_config', 'convert_meta_dit',
+           'meta_dit_compat', 'read_checkpoint', 'load_dit', 'load_vae', 'build_class_unet', 'load_ddpm',
+           'TextBackbone', 'load_text_backbone', 'tiny_clip_text', 'load_clip', 'load_teacher', 'minimax_cache_dir',
+           'zoo_minimax', 'load_pool_generator', 'load_image_text_encoder', 'PoolConfig']
 
 # %% ../nbs/04_backbones.ipynb #1e1b6d4c
 DIT_CONFIGS = {
@@ -123,8 +123,16 @@ HUB = {
     "sd-2.1-unclip-img2img": dict(kind="sd", repo="radames/stable-diffusion-2-1-unclip-img2img"),
     "clip-vit-b-32-openai": dict(kind="clip", arch="ViT-B-32", pretrained="openai"),
     "clip-vit-l-14-laion2b": dict(kind="clip", arch="ViT-L-14", pretrained="laion2b_s32b_b82k"),
+    "cifar10-ddpm": dict(kind="ddpm", repo="Ketansomewhere/cifar10_conditional_diffusion1"),   # SAS Table 3 pool [20]
 }
 META_DIT_URL = "https://dl.fbaipublicfiles.com/DiT/models/{name}"   # DiT-XL-2-256x256.pt (Meta's original format)
+
+def hub_entry(source, kind: str, what: str, also: str = "or a folder") -> dict:
+    "The `HUB` entry named `source` if it is of `kind`; else a ConfigError listing the names of that kind and `also`."
+    spec = HUB.get(str(source))
+    if spec is None or spec["kind"] != kind:
+        raise ConfigError(f"{what} source {source!r}: expected one of {[k for k, v in HUB.items() if v['kind'] == kind]} {also}")
+    return spec
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
@@ -265,9 +273,7 @@ def load_dit(source: str | os.PathLike = "zoo", revision: str | None = None, *, 
         return _finish(_zoo_load("dit"), device, dtype), _zoo_asset("dit")
     p = _local(source)
     if p is None:
-        spec = HUB.get(str(source))
-        if spec is None or spec["kind"] != "dit":
-            raise ConfigError(f"DiT source {source!r}: expected 'zoo', {[k for k, v in HUB.items() if v['kind'] == 'dit']}, a folder or a checkpoint file")
+        spec = hub_entry(source, "dit", "DiT", "or 'zoo', a folder, a checkpoint file")
         folder, commit = hub_snapshot(spec["repo"], revision, param="dit_path", download=download,
                                       allow_patterns=["transformer/*", "model_index.json"])
         model = DiTTransformer2DModel.from_pretrained(folder, subfolder="transformer", norm_eps=1e-6)
@@ -301,9 +307,7 @@ def load_vae(source: str | os.PathLike = "zoo", revision: str | None = None, *, 
         return _finish(_zoo_load("vae"), device, dtype), _zoo_asset("vae")
     p = _local(source)
     if p is None:
-        spec = HUB.get(str(source))
-        if spec is None or spec["kind"] != "vae":
-            raise ConfigError(f"VAE source {source!r}: expected 'zoo', {[k for k, v in HUB.items() if v['kind'] == 'vae']} or a folder")
+        spec = hub_entry(source, "vae", "VAE", "or 'zoo', a folder")
         folder, commit = hub_snapshot(spec["repo"], revision, param="vae_path", download=download)
         return (_finish(AutoencoderKL.from_pretrained(folder), device, dtype),
                 Asset("vae", "hub", id=spec["repo"], revision=commit, path=str(folder), sha256=weights_sha256(folder)))
@@ -311,6 +315,44 @@ def load_vae(source: str | os.PathLike = "zoo", revision: str | None = None, *, 
     d = folder / sub if sub else folder
     return (_finish(AutoencoderKL.from_pretrained(folder, subfolder=sub), device, dtype),
             Asset("vae", "local", id=d.name, path=str(d), sha256=weights_sha256(d)))
+
+# %% ../nbs/04_backbones.ipynb #6fcad4c2
+def build_class_unet(sample_size: int = 8, num_classes: int = 10, block_out_channels=(16, 32),
+                     seed: int | None = 0, std: float = 0.05, **overrides):
+    "A small random class-conditional pixel-space `UNet2DModel` (class label added to the timestep embedding)."
+    from diffusers import UNet2DModel
+    cfg = dict(sample_size=sample_size, in_channels=3, out_channels=3, layers_per_block=1,
+               block_out_channels=tuple(block_out_channels), down_block_types=("DownBlock2D", "DownBlock2D"),
+               up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8, class_embed_type="timestep",
+               num_class_embeds=num_classes)
+    unet = UNet2DModel(**{**cfg, **overrides})
+    return _random_init_(unet, seed, std) if seed is not None else unet.eval()
+
+def load_ddpm(source: str | os.PathLike = "cifar10-ddpm", revision: str | None = None, *, download: bool = False,
+              device: str = "cpu", dtype: torch.dtype | None = None):
+    """(UNet2DModel, scheduler config dict, Asset) of a class-conditional pixel DDPM from a HUB name
+    (`"cifar10-ddpm"`), a pipeline folder (`unet/`, `scheduler/`) or a `UNet2DModel` folder."""
+    from diffusers import UNet2DModel
+    p = _local(source)
+    if p is None:
+        spec = hub_entry(source, "ddpm", "DDPM")
+        folder, commit = hub_snapshot(spec["repo"], revision, param="generator_weights", download=download)
+        asset_kw = dict(source="hub", id=spec["repo"], revision=commit)
+    else:
+        folder, asset_kw = p, dict(source="local", id=p.name)
+    if not folder.is_dir():
+        raise AssetError(f"{folder}: expected a folder with a diffusers UNet2DModel (config.json) or a pipeline (unet/config.json)")
+    d, sub = _model_dir(folder, "unet")
+    model = UNet2DModel.from_pretrained(d, subfolder=sub)
+    if model.class_embedding is None:
+        raise AssetError(f"{d / (sub or '')}: the UNet2DModel has no class embedding (class_embed_type / num_class_embeds unset); "
+                         "a class-conditional DDPM is needed for a per-class pool")
+    sched_file = next((f for f in (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json") if f.exists()), None)
+    sched = {k: v for k, v in json.loads(sched_file.read_text()).items() if not k.startswith("_")} if sched_file else {}
+    w = d / sub if sub else d
+    asset = Asset("ddpm", path=str(w), sha256=weights_sha256(w), **asset_kw,
+                  note=f"scheduler config from {sched_file}" if sched_file else "no scheduler config stored: DDPM defaults (linear β 1e-4..0.02, 1000 steps)")
+    return _finish(model, device, dtype), sched, asset
 
 # %% ../nbs/04_backbones.ipynb #edbfcb71
 @dataclass
@@ -368,9 +410,7 @@ def load_text_backbone(source: str | os.PathLike = "zoo", revision: str | None =
                             _zoo_load("text_encoder"), asset=_zoo_asset("unet"))
     p = _local(source)
     if p is None:
-        spec = HUB.get(str(source))
-        if spec is None or spec["kind"] != "sd":
-            raise ConfigError(f"text backbone {source!r}: expected 'zoo', {[k for k, v in HUB.items() if v['kind'] == 'sd']} or a pipeline folder")
+        spec = hub_entry(source, "sd", "text backbone", "or 'zoo', a pipeline folder")
         p, commit = hub_snapshot(spec["repo"], revision, param="sd_path", download=download,
                                  allow_patterns=["*.json", "*.txt", "unet/*", "vae/*", "text_encoder/*", "tokenizer/*",
                                                  "scheduler/*", "image_encoder/*", "feature_extractor/*",
@@ -440,9 +480,7 @@ def load_clip(source: str = "zoo", path: str | os.PathLike | None = None, *, dow
     "(encoder with encode_image/encode_text, Asset) from `'zoo'` or a HUB clip name (`path`: a local checkpoint file)."
     if source == "zoo":
         return _zoo_load("clip"), _zoo_asset("clip")
-    spec = HUB.get(source)
-    if spec is None or spec["kind"] != "clip":
-        raise ConfigError(f"CLIP source {source!r}: expected 'zoo' or one of {[k for k, v in HUB.items() if v['kind'] == 'clip']}")
+    spec = hub_entry(source, "clip", "CLIP", "or 'zoo'")
     return _open_clip(spec["arch"], spec["pretrained"], path, download, device)
 
 def load_teacher(source: Any, class_map, *, arch: str | None = None, size: int = 32, device: str = "cpu"):
@@ -460,7 +498,7 @@ def load_teacher(source: Any, class_map, *, arch: str | None = None, size: int =
     return model, asset
 
 # %% ../nbs/04_backbones.ipynb #63788e67
-POOLS = ("dit", "minimax")
+POOLS = ("dit", "minimax", "ddpm")          # ddpm: pixel-space class-conditional DDPM (SAS Table 3, CIFAR-10)
 
 def minimax_cache_dir(dataset: str, seed: int, steps: int, per_class: int) -> Path:
     "Where the embedded Minimax fine-tune of the zoo DiT is cached."
@@ -509,6 +547,18 @@ def load_pool_generator(pool: str = "minimax", dataset: str = "fashion_mnist", *
     cm = class_map(dataset)
     dev = pick_device(device)
     assets = {}
+    if pool == "ddpm":
+        from ddrepro.sampling import PixelDDPMGenerator
+        if weights is None and dataset != "cifar10":
+            raise ConfigError(f"pool='ddpm' on {dataset}: a pixel DDPM is published for cifar10 only and the embedded zoo has "
+                              "none; pass generator_weights=<folder of a class-conditional UNet2DModel> or use pool='dit'")
+        w, rev = _split_rev(str(weights or "cifar10-ddpm"))
+        model, sched, assets["ddpm"] = load_ddpm(w, rev, download=download)
+        n_cls = model.config.num_class_embeds
+        if n_cls is not None and n_cls != len(cm):
+            raise ConfigError(f"the DDPM ({assets['ddpm'].path}) has num_class_embeds={n_cls}; {dataset} has {len(cm)} classes")
+        return PixelDDPMGenerator(model.to(dev), num_steps=num_steps, sampler=sampler, scheduler_config=sched,
+                                  assets={k: a.as_dict() for k, a in assets.items()})
     if weights is None:
         if dataset != "fashion_mnist":
             raise ConfigError(f"pool={pool!r} on {dataset}: the embedded zoo only covers fashion_mnist; pass "
@@ -561,7 +611,7 @@ from .core import RunConfig
 class PoolConfig(RunConfig):
     "Parameters of `run_pool.ipynb`: a pool of pool_factor × IPC images per class from a DiT or Minimax generator."
     method: str = "pools"
-    generator: str = "minimax"               # dit | minimax
+    generator: str = "minimax"               # dit | minimax | ddpm (pixel DDPM, CIFAR-10)
     pool_factor: int = 4
     num_steps: int = 50
     cfg_scale: float = 4.0

@@ -22,7 +22,7 @@ from .core import (ConfigError, DataError, RunRecord, autocast, derive_seed, pic
 __all__ = ['make_scheduler', 'step_alphas', 'to_eps', 'predict_x0', 'ddim_step', 'ddpm_step', 'model_eps', 'StepContext',
            'eval_mode', 'generators_for', 'initial_noise', 'denoise', 'decode_latents', 'encode_images', 'sample_dit',
            'GaussianDenoiser', 'img2img_timesteps', 'noise_to', 'sample_text', 'DiTGenerator', 'TextGenerator',
-           'pool_items', 'pool_seed', 'make_pool', 'pool_image_set']
+           'sample_pixels', 'PixelDDPMGenerator', 'pool_items', 'pool_seed', 'make_pool', 'pool_image_set']
 
 # %% ../nbs/05_sampling.ipynb #6ea7c6d3
 def make_scheduler(kind: str = "ddim", config: dict | None = None, **overrides):
@@ -436,6 +436,55 @@ class TextGenerator:
                     prompts=list(self.prompts), scheduler_config=dict(self.scheduler_config or {}),
                     guidance=type(self.guidance).__name__ if self.guidance else None,
                     noise=type(self.noise).__name__ if self.noise else None)
+
+# %% ../nbs/05_sampling.ipynb #f6c8f23a
+def _num_classes(model) -> int | None:
+    c = model.config
+    return getattr(c, "num_class_embeds", None) or getattr(c, "num_embeds_ada_norm", None)
+
+def sample_pixels(model, labels: torch.Tensor | Sequence[int], seeds: Sequence[int], *, num_steps: int = 1000,
+                  sampler: str = "ddpm", scheduler=None, eta: float = 0.0, guidance=None, noise=None,
+                  device=None, desc: str = "DDPM") -> torch.Tensor:
+    "Images (B,3,H,W) in [0,1] from a class-conditional pixel-space ε-model (`model(x, t, class_labels=y)`), one seed per image."
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if len(seeds) != len(labels):
+        raise ConfigError(f"{len(labels)} labels but {len(seeds)} seeds; sample_pixels needs one seed per image")
+    n_cls = _num_classes(model)
+    if n_cls and len(labels) and (labels.min() < 0 or labels.max() >= n_cls):
+        raise ConfigError(f"class labels must be in 0..{n_cls - 1} for this model; got {labels.tolist()}")
+    sched = scheduler if scheduler is not None else make_scheduler(sampler)
+    sched.set_timesteps(num_steps)
+    gens = generators_for(seeds)
+    size = model.config.sample_size
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    x = initial_noise(gens, (model.config.in_channels, *size), dev)
+    with torch.no_grad(), eval_mode(model):
+        x = denoise(model, x, sched, sched.timesteps.tolist(), {"class_labels": labels.to(dev)}, generators=gens,
+                    eta=eta, guidance=guidance, noise=noise, decode=lambda z: (z.clamp(-1, 1) + 1) / 2, desc=desc, amp=False)
+    return ((x.clamp(-1, 1) + 1) / 2).float()
+
+@dataclass
+class PixelDDPMGenerator:
+    "Class-conditional pixel-space DDPM generator (the CIFAR-10 pool of SAS Table 3)."
+    model: Any
+    num_steps: int = 1000
+    sampler: str = "ddpm"
+    scheduler_config: dict | None = None
+    eta: float = 0.0
+    name: str = "ddpm"
+    assets: dict = field(default_factory=dict)
+
+    def generate(self, labels, seeds) -> torch.Tensor:
+        return sample_pixels(self.model, labels, seeds, num_steps=self.num_steps, sampler=self.sampler, eta=self.eta,
+                             scheduler=make_scheduler(self.sampler, self.scheduler_config), desc=self.name)
+
+    def to(self, device):
+        self.model.to(device); return self
+
+    def settings(self) -> dict:
+        return dict(generator=self.name, kind="pixel_ddpm", num_steps=self.num_steps, cfg_scale=None, sampler=self.sampler,
+                    eta=self.eta, scheduler_config=dict(self.scheduler_config or {}), num_classes=_num_classes(self.model))
 
 # %% ../nbs/05_sampling.ipynb #bb4d698f
 def pool_items(num_classes: int, per_class: int, classes: Sequence[int] | None = None) -> list[tuple[int, int]]:

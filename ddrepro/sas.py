@@ -23,7 +23,7 @@ from .core import (AssetError, ConfigError, DataError, RunConfig, atomic_write, 
 
 # %% auto #0
 __all__ = ['NORM_TOL', 'EPS', 'TIE_TOL', 'STREAM_ORDERS', 'NORMS', 'ABLATIONS', 'SELECTORS', 'ALIASES', 'DEFAULT_OPTIONS',
-           'TABLE_COLUMNS', 'SCORES_COLUMNS', 'CLIP_MEAN', 'CLIP_STD', 'POOLS', 'BASELINES', 'check_embeddings',
+           'TABLE_COLUMNS', 'SCORES_COLUMNS', 'CLIP_MEAN', 'CLIP_STD', 'BASELINES', 'check_embeddings',
            'angular_distance', 's_rel', 's_sep', 's_margin', 'class_blocks', 's_div', 'candidate_count', 'Stage1',
            'stage1', 'stream_order', 'stage2_select', 'stage2_naive', 'sas_select', 's_div_norm', 's_mixed',
            'top_per_class', 'random_per_class', 'first_per_class', 'parse_selector', 'Selection', 'score_table',
@@ -759,7 +759,6 @@ def plot_tsne(image_emb, labels, selection: Selection | np.ndarray, class_map, s
     return fig
 
 # %% ../nbs/10_sas.ipynb #7a10fa6c
-POOLS = ("dit", "minimax")
 BASELINES = ("first_pool", "random_pool", "random_real")
 
 @dataclass
@@ -767,7 +766,7 @@ class SASConfig(RunConfig):
     "Parameters of a SAS run (paper §4.1; spec §8–9); `ipc`-dependent sizes are derived, never set by hand."
     method: str = "sas"
     ipc: int = 50
-    pool: str = "minimax"                  # generator of the image pool: dit | minimax
+    pool: str = "minimax"                  # generator of the image pool: dit | minimax | ddpm (CIFAR-10, Table 3)
     pool_factor: int = 4                   # n: |pool_c| = n × IPC (Table 4)
     keep_ratio: float = 0.5                # p: stage-1 candidate ratio (Fig. 5)
     selector: str = "sas"                  # sas | mixed[:λ] | random | first | A…F (Table 6 rows)
@@ -790,6 +789,7 @@ class SASConfig(RunConfig):
 
     def __post_init__(self):
         parse_selector(self.selector)
+        from ddrepro.backbones import POOLS          # imported here: sas itself needs only numpy
         if self.pool not in POOLS: raise ConfigError(f"pool={self.pool!r}: expected one of {list(POOLS)}")
         if self.order not in STREAM_ORDERS: raise ConfigError(f"order={self.order!r}: expected one of {list(STREAM_ORDERS)}")
         if not 0 < self.keep_ratio <= 1: raise ConfigError(f"keep_ratio={self.keep_ratio}: expected 0 < p ≤ 1")

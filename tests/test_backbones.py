@@ -274,3 +274,37 @@ def test_image_text_encoder_specs(monkeypatch):
         load_image_text_encoder("open_clip:ViT-B-32:openai")
     with pytest.raises(ConfigError, match="open_clip:<arch>"):
         load_image_text_encoder("resnet")
+
+
+# --- pixel-space class-conditional DDPM (SAS Table 3's CIFAR-10 pool) ------------------------------
+
+def test_ddpm_pool_generator_from_a_local_pipeline_folder(tmp_path):
+    from diffusers import DDPMScheduler
+    from ddrepro.backbones import POOLS, build_class_unet, load_ddpm, load_pool_generator
+    from ddrepro.sampling import make_pool
+    assert "ddpm" in POOLS
+    build_class_unet(sample_size=8).save_pretrained(tmp_path / "ddpm" / "unet")
+    DDPMScheduler(beta_end=0.03).save_pretrained(tmp_path / "ddpm" / "scheduler")
+    model, sched, asset = load_ddpm(tmp_path / "ddpm")
+    assert sched["beta_end"] == 0.03 and asset.source == "local" and len(asset.sha256) == 64
+    gen = load_pool_generator("ddpm", "cifar10", weights=str(tmp_path / "ddpm"), num_steps=3, device="cpu")
+    assert gen.settings()["kind"] == "pixel_ddpm" and gen.settings()["scheduler_config"]["beta_end"] == 0.03
+    rec = make_pool(gen, class_map("cifar10"), per_class=1, seed=0, out_dir=tmp_path / "pool", batch_size=10, device="cpu")
+    assert rec.params["generator"] == "ddpm" and "ddpm" in rec.assets
+    assert len(list((tmp_path / "pool").glob("*/0.png"))) == 10
+
+
+def test_ddpm_pool_errors(tmp_path, monkeypatch):
+    from ddrepro.backbones import build_class_unet, load_ddpm, load_pool_generator
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-ddrepro-hf-home")
+    with pytest.raises(AssetError, match="Ketansomewhere/cifar10_conditional_diffusion1.*generator_weights="):
+        load_pool_generator("ddpm", "cifar10")
+    with pytest.raises(ConfigError, match="pool='ddpm' on fashion_mnist"):
+        load_pool_generator("ddpm", "fashion_mnist")
+    build_class_unet(num_class_embeds=100, sample_size=8).save_pretrained(tmp_path / "c100")
+    with pytest.raises(ConfigError, match="num_class_embeds=100; cifar10 has 10 classes"):
+        load_pool_generator("ddpm", "cifar10", weights=str(tmp_path / "c100"))
+    build_class_unet(num_class_embeds=None, class_embed_type=None).save_pretrained(tmp_path / "uncond")
+    with pytest.raises(AssetError, match="no class embedding"):
+        load_ddpm(tmp_path / "uncond")

@@ -313,3 +313,16 @@ def test_cuda_bf16_sampling_close_to_cpu_fp32():
     model = GaussianDenoiser(means, 0.5, make_scheduler("ddpm").alphas_cumprod).cuda()
     z = sample_dit(model, None, labels.repeat(20), [derive_seed(9, i) for i in range(60)], num_steps=50, cfg_scale=None)
     assert abs(z[labels.repeat(20).cuda() == 1].mean().item() - 2.0) < 0.05
+
+
+def test_pixel_ddpm_generator_known_answer():
+    # pixel space x ∈ [−1, 1]: class means −0.5 / 0.5 must come out as 0.25 / 0.75 in [0, 1]
+    from ddrepro.sampling import PixelDDPMGenerator
+    means = torch.stack([torch.full((3, 8, 8), v) for v in (-0.5, 0.5)])
+    gen = PixelDDPMGenerator(GaussianDenoiser(means, 0.2, make_scheduler("ddpm").alphas_cumprod), num_steps=1000)
+    labels = [0] * 8 + [1] * 8
+    imgs = gen.generate(labels, [derive_seed(2, i) for i in range(16)])
+    assert imgs.shape == (16, 3, 8, 8) and imgs.min() >= 0 and imgs.max() <= 1
+    assert abs(imgs[:8].mean().item() - 0.25) < 0.01 and abs(imgs[8:].mean().item() - 0.75) < 0.01
+    assert abs(imgs[:8].std().item() - 0.1) < 0.01                     # σ 0.2 in [−1,1] = 0.1 in [0,1]
+    assert gen.settings()["cfg_scale"] is None and gen.settings()["num_steps"] == 1000

@@ -558,3 +558,25 @@ def test_paper_csvs_shape_and_anchor_values():
     assert t6[("A", "10")] == "35.4" and t6[("D", "50")] == "59.0" and t6[("E", "50")] == "55.8"
     t3 = {(r["method"], r["selector"], r["ipc"]): r["mean"] for r in _paper("sas_table3.csv")}
     assert t3[("ddpm", "sas", "20")] == "44.9"
+
+
+def test_every_shipped_sas_table_spec_makes_valid_configs():
+    # each cell of each params/sas table (paper scale and embedded) is a valid SASConfig; paper CSVs exist
+    from ddrepro.reports import table_cells, table_specs
+    from ddrepro.core import project_root
+    from ddrepro.sas import SASConfig
+    specs = [s for s in table_specs() if s.name.startswith("sas/")]
+    names = {s.name for s in specs}
+    assert {f"sas/table{i}" for i in (2, 3, 4, 5, 6)} | {"sas/table1_imagewoof", "sas/fig3", "sas/fig5"} <= names
+    assert {f"sas/embedded/table{i}" for i in (1, 3, 4, 5, 6)} | {"sas/embedded/fig3", "sas/embedded/fig5"} <= names
+    for spec in specs:
+        base = {k: v for k, v in spec.base.items()}
+        for cell in table_cells(spec):
+            cfg = SASConfig(**{**base, **cell})
+            assert cfg.pool_per_class == cfg.pool_factor * cfg.ipc
+        if spec.paper: assert (project_root() / spec.paper).exists(), spec.paper
+        if "/embedded/" in spec.name: assert spec.paper is None, f"{spec.name}: paper numbers are for another dataset"
+    t3 = next(s for s in specs if s.name == "sas/table3")
+    assert t3.base["pool"] == "ddpm" and t3.base["dataset"] == "cifar10" and t3.base["num_steps"] == 1000
+    with pytest.raises(ConfigError, match="pool='vqgan'"):
+        SASConfig(pool="vqgan")
