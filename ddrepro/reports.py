@@ -24,8 +24,8 @@ from .core import ConfigError, RunRecord, atomic_write, load_yaml, project_root,
 __all__ = ['ROW_KEYS', 'mean_std', 'fmt_mean_std', 'record_rows', 'find_records', 'collect', 'aggregate', 'pivot',
            'load_paper_numbers', 'match_key', 'side_by_side', 'evaluate_sets', 'results_frame', 'paper_lookup',
            'paper_beside', 'df_to_markdown', 'write_table', 'save_figure', 'TableSpec', 'table_path', 'load_table_spec',
-           'table_cells', 'cell_dir', 'cell_done', 'papermill_command', 'draw_table', 'plot_table', 'run_table',
-           'table_cli', 'table_specs', 'redraw_all']
+           'table_cells', 'cell_dir', 'cell_done', 'papermill_command', 'records_summary', 'draw_table', 'plot_table',
+           'run_table', 'table_cli', 'table_specs', 'redraw_all']
 
 # %% ../nbs/08_reports.ipynb #1722d084
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -273,6 +273,24 @@ def papermill_command(spec: TableSpec, cell: dict, out_dir: Path) -> list[str]:
     return cmd
 
 # %% ../nbs/08_reports.ipynb #7f81b15d
+def records_summary(spec: TableSpec, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    "One line per cell of `spec`: its record's status, git SHA / dirty flag, seed, repeats, threads, wall time, asset hashes."
+    rows = []
+    for cell in table_cells(spec):
+        d = cell_dir(spec, cell, root)
+        if not (d / RECORD_NAME).exists():
+            rows.append({**cell, "status": "missing"}); continue
+        r = RunRecord.load(d)
+        stages = {k: v.get("wall_s") for k, v in (r.stages or {}).items()}
+        assets = {k: (a.get("sha256") or "")[:12] for k, a in (r.assets or {}).items() if a.get("sha256")}
+        rows.append({**cell, "status": r.status, "created": r.created, "git_sha": (r.git.get("sha") or "")[:10],
+                     "git_dirty": r.git.get("dirty"), "seed": r.params.get("seed"), "repeats": r.params.get("repeats"),
+                     "torch_threads": (r.host or {}).get("torch_threads"),
+                     "wall_s": round(sum(v for v in stages.values() if v), 1),
+                     "assets_sha256": "; ".join(f"{k}={v}" for k, v in sorted(assets.items())),
+                     "record": os.path.relpath(d / RECORD_NAME, project_root())})
+    return pd.DataFrame(rows)
+
 def draw_table(spec: TableSpec, root: str | os.PathLike | None = None, out: str | os.PathLike | None = None) -> pd.DataFrame:
     "Redraw a table from its cells' records into `figures/<name>.md/.csv` (+ side by side with the paper)."
     paths = [cell_dir(spec, c, root) / RECORD_NAME for c in table_cells(spec)]
@@ -291,6 +309,8 @@ def draw_table(spec: TableSpec, root: str | os.PathLike | None = None, out: str 
     best = aggregate(df, list(spec.rows) + list(spec.cols), "acc_best") if "acc_best_mean" in df else None
     if best is not None: long = long.assign(best_mean=best["mean"], best_std=best["std"])   # best epoch, selected on the test set
     write_table(long, out.with_name(out.name + "_long"))
+    write_table(records_summary(spec, root), out.with_name(out.name + "_records"), title=f"{spec.title}: run records",
+                notes=["One line per cell: where its numbers come from (record path, code version, seeds, timings, asset hashes)."])
     if spec.paper:
         sbs = side_by_side(df, load_paper_numbers(project_root() / spec.paper), spec.paper_match, spec.metric,
                            keys=list(spec.rows) + list(spec.cols))

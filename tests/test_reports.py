@@ -89,3 +89,14 @@ def test_table_cli_runs_cells_through_papermill_and_skips_done(tmp_path, capsys)
     with pytest.raises(ConfigError):
         table_cli([str(p), "--runs", str(tmp_path / "runs")])
     assert "1 already complete, 0 to run" in capsys.readouterr().out
+
+
+def test_draw_table_writes_a_records_summary(tmp_path):
+    spec = load_table_spec(str(_spec_file(tmp_path)))
+    cells = table_cells(spec)
+    for c in cells[:3]:
+        _fake_run(spec, c, tmp_path / "runs", 0.5)
+    draw_table(spec, tmp_path / "runs", out=tmp_path / "fig")
+    rec = pd.read_csv(tmp_path / "fig" / "tab_records.csv")
+    assert len(rec) == 4 and (rec.status == "complete").sum() == 3 and (rec.status == "missing").sum() == 1
+    assert rec.record.dropna().str.endswith("record.json").all() and "git_sha" in rec and "wall_s" in rec
