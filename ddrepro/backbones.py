@@ -462,7 +462,10 @@ def _open_clip(arch: str, pretrained: str, path=None, download: bool = False, de
         raise AssetError(f"clip_path={path}: no such checkpoint file")
     if path is None and (not download or _offline()):
         from huggingface_hub import try_to_load_from_cache
-        import open_clip
+        try: import open_clip
+        except ImportError:
+            raise AssetError(f"open_clip {arch} / {pretrained}: the open_clip_torch package is not installed "
+                             "(pip install open_clip_torch), or pass clip_path=<local checkpoint file>") from None
         cfg = open_clip.get_pretrained_cfg(arch, pretrained) or {}
         hf = cfg.get("hf_hub", "").rstrip("/")
         hit = any(isinstance(try_to_load_from_cache(hf, f), str) for f in ("open_clip_pytorch_model.bin", "open_clip_model.safetensors")) if hf else False
