@@ -785,6 +785,7 @@ class SASConfig(RunConfig):
     cfg_scale: float = 4.0
     teacher: str | None = None             # soft protocol: teacher checkpoint / id (default: the zoo teacher)
     eval_overrides: dict = field(default_factory=dict)   # any EvalConfig field, e.g. {epochs: 2} for a smoke run
+    eval_workers: int = 2                  # evaluations at once on a CPU (processes, one thread each); 1: in turn
     figures: bool = True
 
     def __post_init__(self):
@@ -794,6 +795,7 @@ class SASConfig(RunConfig):
         if self.order not in STREAM_ORDERS: raise ConfigError(f"order={self.order!r}: expected one of {list(STREAM_ORDERS)}")
         if not 0 < self.keep_ratio <= 1: raise ConfigError(f"keep_ratio={self.keep_ratio}: expected 0 < p ≤ 1")
         if self.pool_factor < 1: raise ConfigError(f"pool_factor={self.pool_factor}: expected an integer ≥ 1")
+        if self.eval_workers < 1: raise ConfigError(f"eval_workers={self.eval_workers}: expected ≥ 1")
         bad = sorted(set(self.baselines) - set(BASELINES))
         if bad: raise ConfigError(f"baselines={bad}: expected some of {list(BASELINES)}")
         super().__post_init__()

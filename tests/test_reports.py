@@ -100,3 +100,18 @@ def test_draw_table_writes_a_records_summary(tmp_path):
     rec = pd.read_csv(tmp_path / "fig" / "tab_records.csv")
     assert len(rec) == 4 and (rec.status == "complete").sum() == 3 and (rec.status == "missing").sum() == 1
     assert rec.record.dropna().str.endswith("record.json").all() and "git_sha" in rec and "wall_s" in rec
+
+
+def test_evaluate_sets_in_worker_processes_equals_one_after_another(tmp_path):
+    # two evaluations at once in spawned processes (one thread each) give the numbers of one-thread runs in turn
+    from ddrepro.data import load_real
+    from ddrepro.evaluate import random_real_subset
+    from ddrepro.reports import evaluate_sets
+    train, test = load_real("fashion_mnist", "train"), load_real("fashion_mnist", "val")
+    test = test.subset(np.arange(0, 10000, 50))
+    sets = {("random", ""): random_real_subset(train, 2, 0), ("random", "s1"): random_real_subset(train, 2, 1)}
+    kw = dict(repeats=1, epochs=2, batch_size=10, width=16)
+    seq = evaluate_sets(sets, test, ["convnet"], out_dir=tmp_path / "seq", device="cpu", workers=1, threads=1, **kw)
+    par = evaluate_sets(sets, test, ["convnet"], out_dir=tmp_path / "par", device="cpu", workers=2, **kw)
+    assert [r["acc_final_mean"] for r in seq] == [r["acc_final_mean"] for r in par]
+    assert [r["selector"] for r in par] == ["", "s1"] and all(Path(r["record"]).exists() for r in par)
