@@ -203,7 +203,7 @@ def paper_beside(table: pd.DataFrame, paper_glob: str | os.PathLike, context: di
 def df_to_markdown(df: pd.DataFrame) -> str:
     "A GitHub-markdown table (no extra dependency)."
     df = df.reset_index() if not isinstance(df.index, pd.RangeIndex) else df
-    cols = [" / ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in df.columns]
+    cols = [" / ".join(str(p) for p in c if str(p) != "") if isinstance(c, tuple) else str(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in row) + " |"
               for row in df.itertuples(index=False)]
