@@ -515,23 +515,20 @@ def zoo_minimax(dataset: str = "fashion_mnist", seed: int = 0, steps: int = 1500
     from ddrepro.data import load_real
     from ddrepro.minimax import MinimaxConfig, finetune_minimax
     out = minimax_cache_dir(dataset, seed, steps, per_class)
-    if cache and (out / "ema" / "config.json").exists():
-        model, _ = load_dit(out / "ema")
-        return model, Asset("minimax", "local", id=f"minimax:{out.name}", path=str(out / "ema"), sha256=weights_sha256(out / "ema"),
-                            note="zoo DiT fine-tuned with Minimax (cached)")
-    real = load_real(dataset, "train", data_root)
-    idx = torch.cat([torch.nonzero(real.labels == c)[:per_class, 0] for c in range(len(real.class_map))])
-    dit, _ = load_dit("zoo"); vae, _ = load_vae("zoo")
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    ema, _ = finetune_minimax(dit, vae, real.images[idx], real.labels[idx],
-                              MinimaxConfig(epochs=1e9, max_steps=steps, seed=seed), out_dir=tmp if cache else None,
-                              device=device, log_every=max(steps // 5, 1))
-    if cache:
+    if not (cache and (out / "ema" / "config.json").exists()):
+        real = load_real(dataset, "train", data_root)
+        idx = torch.cat([torch.nonzero(real.labels == c)[:per_class, 0] for c in range(len(real.class_map))])
+        dit, _ = load_dit("zoo"); vae, _ = load_vae("zoo")
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        ema, _ = finetune_minimax(dit, vae, real.images[idx], real.labels[idx],
+                                  MinimaxConfig(epochs=1e9, max_steps=steps, seed=seed), out_dir=tmp if cache else None,
+                                  device=device, log_every=max(steps // 5, 1))
+        if not cache:
+            return ema, Asset("minimax", "random", id="minimax:uncached", note="zoo DiT fine-tuned with Minimax (not saved)")
         if out.exists(): shutil.rmtree(tmp)                   # another process finished first: keep its result
         else: os.replace(tmp, out)
-        return load_dit(out / "ema")[0], Asset("minimax", "local", id=f"minimax:{out.name}", path=str(out / "ema"),
-                                               sha256=weights_sha256(out / "ema"), note="zoo DiT fine-tuned with Minimax")
-    return ema, Asset("minimax", "random", id="minimax:uncached", note="zoo DiT fine-tuned with Minimax (not saved)")
+    return load_dit(out / "ema")[0], Asset("minimax", "local", id=f"minimax:{out.name}", path=str(out / "ema"),
+                                           sha256=weights_sha256(out / "ema"), note=f"zoo DiT fine-tuned with Minimax, cached in {out}")
 
 def _split_rev(weights: str) -> tuple[str, str | None]:
     if "@" in weights and not Path(weights).exists():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -324,6 +325,12 @@ def crop_resize_grid(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torc
 # %% ../nbs/03_evaluate.ipynb #cce46592
 _EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
 _EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+@functools.lru_cache(maxsize=None)
+def _on_device(values: tuple, device) -> torch.Tensor:
+    "A constant tensor copied to `device` once (no host→device copy, hence no GPU sync, per training step)."
+    return torch.tensor(values, dtype=torch.float32).to(device)
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
@@ -344,7 +351,7 @@ def jitter_affine(alpha: torch.Tensor, order: torch.Tensor, mean_pixel: torch.Te
     (1−α)·x + α·ḡ·1 where ḡ = w·(mean pixel of the current image) and w = (0.299, 0.587, 0.114); the current
     mean pixel is M·mean_pixel + c, so the map composes exactly."""
     n, dev = len(alpha), alpha.device
-    w = torch.tensor([0.299, 0.587, 0.114], device=dev)
+    w = _on_device(tuple(_LUMA.tolist()), dev)
     eye = torch.eye(3, device=dev).expand(n, 3, 3)
     M, c = eye.clone(), torch.zeros(n, 3, device=dev)
     for slot in range(3):
@@ -361,7 +368,7 @@ def color_affine(x: torch.Tensor, M: torch.Tensor, c: torch.Tensor) -> torch.Ten
     return torch.einsum("nij,njhw->nihw", M.to(x.dtype), x) + c.to(x.dtype)[:, :, None, None]
 
 def _jitter_draws(n: int, strength, generator, device):
-    s = torch.tensor(strength, device=device, dtype=torch.float32)
+    s = _on_device(tuple(float(v) for v in strength), torch.device(device))
     alpha = (torch.rand(n, 3, generator=generator, device=device) * 2 - 1) * s
     order = torch.rand(n, 3, generator=generator, device=device).argsort(1)
     return alpha, order
@@ -374,7 +381,8 @@ def color_jitter(x: torch.Tensor, strength: Sequence[float] = (0.4, 0.4, 0.4), g
 def lighting_offset(n: int, alphastd: float = 0.1, generator=None, device="cpu") -> torch.Tensor:
     "AlexNet PCA lighting offsets (n,3): `eigvec @ (α ⊙ eigval)`, α ~ N(0, alphastd²) per sample."
     alpha = torch.randn(n, 3, generator=generator, device=device) * alphastd
-    return (alpha * _EIGVAL.to(device)) @ _EIGVEC.to(device).T
+    dev = torch.device(device)
+    return (alpha * _on_device(tuple(_EIGVAL.tolist()), dev)) @ _on_device(tuple(map(tuple, _EIGVEC.tolist())), dev).T
 
 def pca_lighting(x: torch.Tensor, alphastd: float = 0.1, generator=None) -> torch.Tensor:
     "Add a per-sample PCA lighting offset to every pixel of `x` (n,3,H,W)."
@@ -888,7 +896,7 @@ def _evaluate_set(train, test, protocol, preset, student, repeats, seed, teacher
     fp = _fingerprint(cfg, train, test, t_desc)
     params = dict(config=dataclasses.asdict(cfg), seed=seed, train=dict(train.source, n=len(train), per_class=train.per_class()),
                   test=dict(test.source, n=len(test)), teacher=t_desc, teacher_arch=teacher_arch, device=str(dev),
-                  world_size=world, fingerprint=fp, name=name, torch_threads=torch.get_num_threads())
+                  world_size=world, fingerprint=fp, name=name)
     rec = RunRecord.start(out, params, kind="evaluate") if rank == 0 else None
     if rec is not None:
         rec.seeds.update(seed=seed, runs=[seed + r for r in range(cfg.repeats)]); rec.save()

@@ -5,28 +5,27 @@
 # %% ../nbs/06_minimax.ipynb #bfda61b0
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .core import ConfigError, DataError, RunRecord, derive_seed, pick_device, progress
-from .sampling import encode_images, make_scheduler
+from .sampling import make_scheduler
 
 # %% auto #0
 __all__ = ['DIFFFIT_KEYS', 'meta_param_name', 'mark_difffit_trainable', 'tie_block_embedders', 'normal_kl',
            'discretized_gaussian_nll', 'diffusion_loss', 'cosine_matrix', 'minimax_pos_loss', 'minimax_neg_loss',
-           'ClassMemory', 'minimax_losses', 'MinimaxConfig', 'update_ema', 'encode_posteriors', 'finetune_minimax',
-           'main', 'mean_pairwise_distance']
+           'ClassMemory', 'minimax_losses', 'MinimaxConfig', 'encode_posteriors', 'finetune_minimax', 'main',
+           'mean_pairwise_distance']
 
 # %% ../nbs/06_minimax.ipynb #a1496e9d
 _META_PATTERNS = [
@@ -165,7 +164,7 @@ def minimax_losses(x0: torch.Tensor, z_real: torch.Tensor, labels: torch.Tensor,
     return pos, neg
 
 # %% ../nbs/06_minimax.ipynb #1ba7d68f
-from .zoo import drop_labels, label_dropout_off     # the zoo DiT is trained with the same two functions
+from .zoo import drop_labels, ema_update, label_dropout_off     # the zoo DiT is trained with the same functions
 
 # %% ../nbs/06_minimax.ipynb #6a5effe8
 @dataclass
@@ -201,11 +200,6 @@ class MinimaxConfig:
         if self.ema_decay == "auto": return 0.9999 ** (self.reference_steps / max(steps, 1))
         return float(self.ema_decay)
 
-@torch.no_grad()
-def update_ema(ema, model, decay: float):
-    "ema ← decay·ema + (1−decay)·model, for every parameter (as `train_dit.py`)."
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.mul_(decay).add_(pm.detach().to(pe.dtype), alpha=1 - decay)
 
 @torch.no_grad()
 def encode_posteriors(vae, images: torch.Tensor, flip: bool = True, batch_size: int = 256, device="cpu"):
@@ -281,7 +275,7 @@ def finetune_minimax(model, vae, images: torch.Tensor, labels: torch.Tensor, cfg
         opt.zero_grad(set_to_none=True)
         acc.backward(total)
         opt.step()
-        update_ema(ema, acc.unwrap_model(model), decay)
+        ema_update(ema, acc.unwrap_model(model), decay)    # zoo.ema_update: only the DiffFit-trainable parameters move
         for k, v in (("loss", loss), ("pos", pos), ("neg", neg)): hist[k].append(v.detach().item())
         if log_every and (step + 1) % log_every == 0 and acc.is_main_process:
             sl = slice(-log_every, None)

@@ -247,6 +247,11 @@ def encode_images(vae, images: torch.Tensor, generators: Sequence[torch.Generato
     return torch.cat(outs)
 
 # %% ../nbs/05_sampling.ipynb #e55645c9
+def _num_classes(model) -> int | None:
+    "Class count of a class-conditional model: DiT `num_embeds_ada_norm` or UNet2DModel `num_class_embeds`."
+    c = model.config
+    return getattr(c, "num_embeds_ada_norm", None) or getattr(c, "num_class_embeds", None)
+
 def sample_dit(model, vae, labels: torch.Tensor | Sequence[int], seeds: Sequence[int], *, num_steps: int = 50,
                cfg_scale: float | None = 4.0, sampler: str = "ddim", eta: float = 0.0, scheduler=None,
                null_class: int | None = None, cfg_channels: int | None = None, guidance=None, noise=None,
@@ -260,14 +265,15 @@ def sample_dit(model, vae, labels: torch.Tensor | Sequence[int], seeds: Sequence
     labels = torch.as_tensor(labels, dtype=torch.long)
     if len(seeds) != len(labels):
         raise ConfigError(f"{len(labels)} labels but {len(seeds)} seeds; sample_dit needs one seed per image")
-    n_cls = model.config.num_embeds_ada_norm
+    n_cls = _num_classes(model)
     null = n_cls if null_class is None else null_class
-    if len(labels) and (labels.min() < 0 or labels.max() >= n_cls):
-        raise ConfigError(f"class labels must be in 0..{n_cls - 1} for this DiT (num_embeds_ada_norm={n_cls}); got {labels.tolist()}")
+    if n_cls and len(labels) and (labels.min() < 0 or labels.max() >= n_cls):
+        raise ConfigError(f"class labels must be in 0..{n_cls - 1} for this model ({n_cls} classes); got {labels.tolist()}")
     sched = scheduler if scheduler is not None else make_scheduler(sampler)
     sched.set_timesteps(num_steps)
     gens = generators_for(seeds)
-    shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
+    size = model.config.sample_size
+    shape = (model.config.in_channels, *((size, size) if isinstance(size, int) else size))
     x = initial_noise(gens, shape, dev) if latents is None else latents.to(dev).float()
     y = labels.to(dev)
     uncond = {"class_labels": torch.full_like(y, null)} if cfg_scale is not None else None
@@ -438,31 +444,13 @@ class TextGenerator:
                     noise=type(self.noise).__name__ if self.noise else None)
 
 # %% ../nbs/05_sampling.ipynb #f6c8f23a
-def _num_classes(model) -> int | None:
-    c = model.config
-    return getattr(c, "num_class_embeds", None) or getattr(c, "num_embeds_ada_norm", None)
-
 def sample_pixels(model, labels: torch.Tensor | Sequence[int], seeds: Sequence[int], *, num_steps: int = 1000,
-                  sampler: str = "ddpm", scheduler=None, eta: float = 0.0, guidance=None, noise=None,
-                  device=None, desc: str = "DDPM") -> torch.Tensor:
-    "Images (B,3,H,W) in [0,1] from a class-conditional pixel-space ε-model (`model(x, t, class_labels=y)`), one seed per image."
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    if len(seeds) != len(labels):
-        raise ConfigError(f"{len(labels)} labels but {len(seeds)} seeds; sample_pixels needs one seed per image")
-    n_cls = _num_classes(model)
-    if n_cls and len(labels) and (labels.min() < 0 or labels.max() >= n_cls):
-        raise ConfigError(f"class labels must be in 0..{n_cls - 1} for this model; got {labels.tolist()}")
-    sched = scheduler if scheduler is not None else make_scheduler(sampler)
-    sched.set_timesteps(num_steps)
-    gens = generators_for(seeds)
-    size = model.config.sample_size
-    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-    x = initial_noise(gens, (model.config.in_channels, *size), dev)
-    with torch.no_grad(), eval_mode(model):
-        x = denoise(model, x, sched, sched.timesteps.tolist(), {"class_labels": labels.to(dev)}, generators=gens,
-                    eta=eta, guidance=guidance, noise=noise, decode=lambda z: (z.clamp(-1, 1) + 1) / 2, desc=desc, amp=False)
-    return ((x.clamp(-1, 1) + 1) / 2).float()
+                  sampler: str = "ddpm", scheduler=None, eta: float = 0.0, device=None, desc: str = "DDPM") -> torch.Tensor:
+    """Images (B,3,H,W) in [0,1] from a class-conditional pixel-space ε-model (`model(x, t, class_labels=y)`) on
+    x ∈ [−1, 1]: `sample_dit` without a VAE and without guidance, in fp32, mapped to [0, 1]."""
+    x = sample_dit(model, None, labels, seeds, num_steps=num_steps, cfg_scale=None, sampler=sampler, eta=eta,
+                   scheduler=scheduler, device=device, desc=desc, amp=False)
+    return (x.clamp(-1, 1) + 1) / 2
 
 @dataclass
 class PixelDDPMGenerator:

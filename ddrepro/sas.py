@@ -263,7 +263,7 @@ def stage2_select(image_emb, streams, ipc: int, margin, tie_tol: float = TIE_TOL
     out = np.empty((C, ipc), np.int64)
     for sl in _class_chunks(M, C, V.shape[1]):
         St, Lb = S[sl], L[sl]
-        B = len(St); bi = np.arange(B)[:, None]; ar = np.arange(B)
+        B = len(St); bi = np.arange(B)[:, None]
         D = _block_angles(V, St)                                # (B, M, M): angles between stream positions
         mgs = mg[np.maximum(St, 0)]                             # (B, M) margins by stream position
         mem = np.tile(np.arange(ipc + 1), (B, 1))               # slot → stream position (slot ipc = newcomer)
@@ -687,7 +687,7 @@ class ClipEncoder:
         try:
             import open_clip
         except ImportError:
-            raise AssetError("open_clip is not installed: pip install open_clip_torch (the `hub` extra)") from None
+            raise AssetError("open_clip is not installed: pip install open_clip_torch (a ddrepro requirement)") from None
         try:
             model = open_clip.create_model(arch, pretrained=pretrained, precision="fp32", device=device)
         except Exception as e:
@@ -697,8 +697,10 @@ class ClipEncoder:
 
 # %% ../nbs/10_sas.ipynb #3af07b4e
 def _img(x):
+    "A pool image (file path, uint8 or float tensor) as an H×W×3 float array in [0, 1] for imshow."
     import torch
-    x = x if not isinstance(x, (str, os.PathLike)) else __import__("ddrepro.data", fromlist=["read_image"]).read_image(x)
+    from ddrepro.data import read_image
+    x = read_image(x) if isinstance(x, (str, os.PathLike)) else x
     return (x.float() / 255 if x.dtype == torch.uint8 else x.float()).permute(1, 2, 0).clamp(0, 1).numpy()
 
 def plot_selection_grid(pool_set, selection: Selection, class_map, classes: Sequence[int] | None = None, per_row: int = 8):

@@ -422,8 +422,9 @@ def build_unet(config: dict):
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float):
-    "θ_ema ← decay·θ_ema + (1 − decay)·θ, parameter by parameter."
-    for pe, p in zip(ema.parameters(), model.parameters()): pe.lerp_(p, 1 - decay)
+    "θ_ema ← decay·θ_ema + (1 − decay)·θ for every trainable parameter (frozen ones equal their EMA copy already)."
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        if p.requires_grad: pe.lerp_(p.detach().to(pe.dtype), 1 - decay)
 
 
 def _train_diffusion(model, loss_fn, n, steps, batch_size, lr, ema_decay, warmup, generator, log, tag):
@@ -601,10 +602,10 @@ def teacher_accuracy(teacher, images, labels, batch_size: int = 500) -> float:
 
 
 @torch.no_grad()
-def vae_reconstruct(vae, images, chunk: int = 250) -> torch.Tensor:
+def vae_reconstruct(vae, images) -> torch.Tensor:
     "VAE round trip through the posterior mean: images (N,3,H,W) uint8/float [0,1] → float [0,1]."
     from ddrepro.sampling import decode_latents, encode_images
-    return torch.cat([decode_latents(vae, encode_images(vae, images[i:i + chunk])) for i in range(0, len(images), chunk)])
+    return decode_latents(vae, encode_images(vae, images))          # both already work in chunks
 
 
 def sample_labels(per_class: int, num_classes: int = NUM_CLASSES) -> torch.Tensor:
@@ -625,7 +626,7 @@ def unet_samples(unet, vae, text_encoder, labels, names, template=ZERO_SHOT_TEMP
     "UNet images float [0,1] (N,3,32,32) for the prompts template.format(names[y]) (`ddrepro.sampling.sample_text`)."
     from ddrepro.sampling import sample_text
     seeds = [derive_seed(seed, "zoo-unet", i) for i in range(len(labels))]
-    states = text_encoder.encode([template.format(names[int(y)]) for y in labels])
+    states = caption_table(text_encoder, names, [template], states=True)[torch.as_tensor(labels).long(), 0]   # once per class
     empty = text_encoder.encode([""])
     return torch.cat([sample_text(unet, vae, states[i:i + batch_size], seeds[i:i + batch_size], uncond_states=empty,
                                   num_steps=num_steps, cfg_scale=cfg_scale) for i in range(0, len(labels), batch_size)])

@@ -10,8 +10,8 @@ from ddrepro.backbones import build_dit, build_vae
 from ddrepro.core import RunRecord
 from ddrepro.minimax import (ClassMemory, MinimaxConfig, cosine_matrix, diffusion_loss, discretized_gaussian_nll,
                              finetune_minimax, mark_difffit_trainable, mean_pairwise_distance, meta_param_name,
-                             minimax_losses, minimax_neg_loss, minimax_pos_loss, normal_kl, tie_block_embedders,
-                             update_ema)
+                             minimax_losses, minimax_neg_loss, minimax_pos_loss, normal_kl, tie_block_embedders)
+from ddrepro.zoo import ema_update
 from ddrepro.sampling import make_scheduler
 
 
@@ -180,8 +180,10 @@ def test_memory_losses_change_the_update():
 def test_ema_update_and_auto_decay():
     a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     w0 = a.weight.detach().clone()
-    update_ema(a, b, 0.9)
-    assert torch.allclose(a.weight, 0.9 * w0 + 0.1 * b.weight)
+    b0 = a.bias.detach().clone()
+    b.bias.requires_grad_(False)                    # frozen parameters are left as they are
+    ema_update(a, b, 0.9)
+    assert torch.allclose(a.weight, 0.9 * w0 + 0.1 * b.weight) and torch.equal(a.bias, b0)
     cfg = MinimaxConfig()
     assert math.isclose(cfg.decay(12000), 0.9999) and math.isclose(cfg.decay(600) ** 600, 0.9999 ** 12000, rel_tol=1e-9)
     assert MinimaxConfig(ema_decay=0.5).decay(10) == 0.5

@@ -200,10 +200,6 @@ def test_noise_hook_replaces_step_noise(tiny):
 
     z0 = sample_dit(dit, None, [1, 2], [4, 5], num_steps=5, sampler="ddpm", noise=hook)
     assert [s for s, _, _ in seen] == [0, 1, 2, 3] and all(sig > 0 for _, _, sig in seen)
-    # with zero noise, DDPM is the deterministic chain of posterior means: same as η-free mean updates
-    z1 = sample_dit(dit, None, [1, 2], [4, 5], num_steps=5, sampler="ddpm",
-                    noise=lambda step, x_t, mean, sigma, ctx: torch.zeros_like(x_t))
-    assert torch.equal(z0, z1)
     assert rel_err(z0, sample_dit(dit, None, [1, 2], [4, 5], num_steps=5, sampler="ddpm")) > 1e-4
 
 
@@ -310,6 +306,8 @@ def test_cuda_bf16_sampling_close_to_cpu_fp32():
     labels, seeds = torch.tensor([0, 1, 1]), [derive_seed(9, i) for i in range(3)]
     out = sample_dit(build_dit("tiny", num_embeds_ada_norm=2).cuda(), build_vae().cuda(), labels, seeds, num_steps=10)
     assert out.shape == (3, 3, 16, 16) and out.is_cuda and torch.isfinite(out).all()
+    ref = sample_dit(build_dit("tiny", num_embeds_ada_norm=2), build_vae(), labels, seeds, num_steps=10, amp=False)
+    assert rel_err(out.float().cpu(), ref) < 5e-2                      # bf16 on GPU ≈ fp32 on CPU, same seeds
     model = GaussianDenoiser(means, 0.5, make_scheduler("ddpm").alphas_cumprod).cuda()
     z = sample_dit(model, None, labels.repeat(20), [derive_seed(9, i) for i in range(60)], num_steps=50, cfg_scale=None)
     assert abs(z[labels.repeat(20).cuda() == 1].mean().item() - 2.0) < 0.05
