@@ -48,7 +48,7 @@ bench: install  ## speed benchmarks (ratios printed side by side)
 
 zoo: install  ## retrain the embedded model zoo from scratch on CPU (< 1 h) and rewrite its manifest
 	mkdir -p runs/zoo
-	$(BIN)/papermill nbs/02_zoo.ipynb runs/zoo/02_zoo.ipynb -p retrain True
+	$(BIN)/papermill nbs/04_zoo.ipynb runs/zoo/04_zoo.ipynb -p retrain True
 
 table: install  ## run every cell of a paper table and redraw it: make table T=sas/table6
 	$(BIN)/ddrepro-table $(T)

@@ -21,8 +21,10 @@ import torchvision.transforms.v2 as T
 
 from ddrepro.core import pick_device, autocast
 from ddrepro.data import load_real
-from ddrepro.evaluate import (eval_config, make_student, train_step, augment_batch, apply_cutmix, cutmix_box, cutmix_ce,
-                              random_real_subset, predict_logits, lighting_offset, _as_float01)
+from ddrepro.data import to_float01
+from ddrepro.students import predict_logits
+from ddrepro.evaluate import (eval_config, make_student, train_step, augment_batch, apply_cutmix, cutmix_box,
+                              cutmix_ce, random_real_subset, lighting_offset)
 
 
 class _Lighting:
@@ -85,7 +87,7 @@ def main():
     pre = []
     for _ in range(a.steps):
         idx = torch.randint(0, len(X), (bs,), generator=gen, device=dev)
-        x = augment_batch(_as_float01(X[idx]), cfg, gen)
+        x = augment_batch(to_float01(X[idx]), cfg, gen)
         p = torch.randperm(bs, generator=gen, device=dev)
         x, r = apply_cutmix(x, p, cutmix_box(cfg.size, cfg.size, 0.7, rng))
         if dev.type == "cuda": x = x.contiguous(memory_format=torch.channels_last)

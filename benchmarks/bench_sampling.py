@@ -28,17 +28,17 @@ def zoo_or_random(device):
         from ddrepro import zoo
         return zoo.load("dit").to(device), zoo.load("vae").to(device), "zoo"
     except Exception as e:  # zoo not installed yet
-        from ddrepro.backbones import build_dit, build_vae
-        dit = build_dit(dict(num_attention_heads=4, attention_head_dim=32, in_channels=4, out_channels=4, num_layers=6,
+        from ddrepro.diffusion import random_dit, random_vae
+        dit = random_dit(dict(num_attention_heads=4, attention_head_dim=32, in_channels=4, out_channels=4, num_layers=6,
                              sample_size=8, patch_size=2, num_embeds_ada_norm=10))
-        return dit.to(device), build_vae(block_out_channels=(32, 64, 64)).to(device), f"random zoo-shaped ({type(e).__name__})"
+        return dit.to(device), random_vae(block_out_channels=(32, 64, 64)).to(device), f"random zoo-shaped ({type(e).__name__})"
 
 
 def dit_xl_random(device):
     import torch
     from diffusers import AutoencoderKL
-    from ddrepro.backbones import build_dit
-    dit = build_dit("DiT-XL/2", seed=None)                      # diffusers init: fast, and speed ignores values
+    from ddrepro.diffusion import random_dit
+    dit = random_dit("DiT-XL/2", seed=None)                      # diffusers init: fast, and speed ignores values
     vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
                         layers_per_block=2, latent_channels=4, norm_num_groups=32, sample_size=256)
@@ -61,7 +61,8 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     from ddrepro.core import derive_seed
     from ddrepro.data import ClassMap, save_image
-    from ddrepro.sampling import DiTGenerator, make_pool, pool_seed, sample_dit
+    from ddrepro.diffusion import sample_dit
+    from ddrepro.pools import DiTGenerator, make_pool, pool_seed
     dev = torch.device("cuda" if a.gpu else "cpu")
     if a.gpu and not torch.cuda.is_available():
         sys.exit("--gpu: no CUDA device")

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .core import DataError, ConfigError, atomic_write
+from .core import DataError, ConfigError, atomic_write, progress
 
 # %% auto #0
 __all__ = ['IMAGEWOOF_WNIDS', 'IMAGENETTE_WNIDS', 'IMAGENET100_WNIDS', 'IMAGEIDC_WNIDS', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES',
            'FASHION_MNIST_CLASSES', 'DATASETS', 'IMAGE_EXTS', 'FASHION_MNIST_DEBIAN', 'FASTAI_ARCHIVES',
-           'imagenet1k_classes', 'ClassMap', 'class_map', 'read_image', 'to_uint8', 'save_image', 'ImageSet',
-           'load_fashion_mnist', 'load_cifar', 'find_image_root', 'load_image_folder', 'load_real', 'load_distilled',
-           'save_image_set']
+           'imagenet1k_classes', 'ClassMap', 'class_map', 'read_image', 'to_uint8', 'save_image', 'to_float01',
+           'ImageSet', 'load_fashion_mnist', 'load_cifar', 'find_image_root', 'load_image_folder', 'load_real',
+           'load_distilled', 'save_image_set']
 
 # %% ../nbs/01_data.ipynb #76ace4b9
 def _asset(*parts) -> Path:
@@ -182,6 +182,11 @@ def save_image(img: torch.Tensor, path: str | os.PathLike) -> Path:
         Image.fromarray(arr.squeeze(2) if arr.shape[2] == 1 else arr).save(f, format="PNG")
     return path
 
+def to_float01(images: torch.Tensor) -> torch.Tensor:
+    "uint8 (0..255) or float [0,1] images → float32 in [0,1] (the one uint8→float conversion of ddrepro; any shape)."
+    if images.dtype == torch.uint8: return images.float() / 255
+    return images.float()
+
 # %% ../nbs/01_data.ipynb #7c491301
 @dataclass
 class ImageSet:
@@ -201,7 +206,6 @@ class ImageSet:
     def load(self, size: int | None = None) -> "ImageSet":
         "Decode `files` into memory (resize short side + center crop to `size` when given)."
         if self.images is not None: return self
-        from ddrepro.core import progress
         imgs = [_resize_center_crop(read_image(f), size) for f in progress(self.files, desc="decode images")]
         return ImageSet(self.class_map, self.labels, torch.stack(imgs), None, dict(self.source, size=size))
 

@@ -19,13 +19,16 @@ import torch
 import torch.nn.functional as F
 
 from .core import ConfigError, DataError, RunRecord, derive_seed, pick_device, progress
-from .sampling import make_scheduler
+from .data import load_real
+from .diffusion import drop_labels, ema_update, encode_posterior, label_dropout_off, make_scheduler
+from .backbones import Asset, load_dit, load_vae, weights_sha256
+from .core import project_root
 
 # %% auto #0
 __all__ = ['DIFFFIT_KEYS', 'meta_param_name', 'mark_difffit_trainable', 'tie_block_embedders', 'normal_kl',
            'discretized_gaussian_nll', 'diffusion_loss', 'cosine_matrix', 'minimax_pos_loss', 'minimax_neg_loss',
            'ClassMemory', 'minimax_losses', 'MinimaxConfig', 'encode_posteriors', 'finetune_minimax', 'main',
-           'mean_pairwise_distance']
+           'mean_pairwise_distance', 'minimax_cache_dir', 'zoo_minimax']
 
 # %% ../nbs/06_minimax.ipynb #a1496e9d
 _META_PATTERNS = [
@@ -163,9 +166,6 @@ def minimax_losses(x0: torch.Tensor, z_real: torch.Tensor, labels: torch.Tensor,
         memory.add(c, z_real[idx], x0[idx])
     return pos, neg
 
-# %% ../nbs/06_minimax.ipynb #1ba7d68f
-from .zoo import drop_labels, ema_update, label_dropout_off     # the zoo DiT is trained with the same functions
-
 # %% ../nbs/06_minimax.ipynb #6a5effe8
 @dataclass
 class MinimaxConfig:
@@ -205,17 +205,10 @@ class MinimaxConfig:
 def encode_posteriors(vae, images: torch.Tensor, flip: bool = True, batch_size: int = 256, device="cpu"):
     "VAE posterior (mean, std) × scaling_factor of images (uint8/[0,1]) and, with `flip`, of their mirror images: (V, N, C, h, w)."
     sf = vae.config.scaling_factor
-    out_m, out_s = [], []
+    vae = vae.to(device)
     views = [images] + ([images.flip(-1)] if flip else [])
-    for view in views:
-        ms, ss = [], []
-        for s in range(0, len(view), batch_size):
-            x = view[s:s + batch_size].to(device)
-            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-            dist = vae.encode(x * 2 - 1).latent_dist
-            ms.append(dist.mean.float().cpu() * sf); ss.append(dist.std.float().cpu() * sf)
-        out_m.append(torch.cat(ms)); out_s.append(torch.cat(ss))
-    return torch.stack(out_m), torch.stack(out_s)
+    post = [encode_posterior(vae, v, chunk=batch_size, amp=False) for v in views]      # fp32, as Minimax's script
+    return torch.stack([m.cpu() * sf for m, _ in post]), torch.stack([s.cpu() * sf for _, s in post])
 
 def finetune_minimax(model, vae, images: torch.Tensor, labels: torch.Tensor, cfg: MinimaxConfig | None = None,
                      out_dir: str | os.PathLike | None = None, device: str = "auto", record: RunRecord | None = None,
@@ -275,7 +268,7 @@ def finetune_minimax(model, vae, images: torch.Tensor, labels: torch.Tensor, cfg
         opt.zero_grad(set_to_none=True)
         acc.backward(total)
         opt.step()
-        ema_update(ema, acc.unwrap_model(model), decay)    # zoo.ema_update: only the DiffFit-trainable parameters move
+        ema_update(ema, acc.unwrap_model(model), decay)    # diffusion.ema_update: only the DiffFit-trainable parameters move
         for k, v in (("loss", loss), ("pos", pos), ("neg", neg)): hist[k].append(v.detach().item())
         if log_every and (step + 1) % log_every == 0 and acc.is_main_process:
             sl = slice(-log_every, None)
@@ -303,8 +296,6 @@ def finetune_minimax(model, vae, images: torch.Tensor, labels: torch.Tensor, cfg
 def main(argv: Sequence[str] | None = None):
     "Minimax fine-tuning from the command line (see above); returns the output folder."
     import argparse
-    from ddrepro.backbones import load_dit, load_vae
-    from ddrepro.data import load_real
     ap = argparse.ArgumentParser(prog="python -m ddrepro.minimax", description="Minimax fine-tuning of a DiT (sas.md §3.3)")
     ap.add_argument("--dataset", default="fashion_mnist"); ap.add_argument("--data-root", default=None)
     ap.add_argument("--dit", default="zoo"); ap.add_argument("--vae", default="zoo"); ap.add_argument("--revision", default=None)
@@ -355,3 +346,28 @@ def mean_pairwise_distance(emb: torch.Tensor, labels: torch.Tensor) -> float:
         sim = e @ e.T
         vals.append(((1 - sim).sum() / (n * (n - 1))).item())
     return float(np.mean(vals))
+
+# %% ../nbs/06_minimax.ipynb #7e7b59f8
+def minimax_cache_dir(dataset: str, seed: int, steps: int, per_class: int) -> Path:
+    "Where the embedded Minimax fine-tune of the zoo DiT is cached."
+    return project_root() / "runs" / "minimax" / f"{dataset}_zoo_seed{seed}_steps{steps}_n{per_class}"
+
+def zoo_minimax(dataset: str = "fashion_mnist", seed: int = 0, steps: int = 1500, per_class: int = 1000,
+                data_root=None, device: str = "auto", cache: bool = True):
+    "(EMA DiT, Asset): the zoo DiT fine-tuned with Minimax on `per_class` real training images per class (cached)."
+    import shutil
+    out = minimax_cache_dir(dataset, seed, steps, per_class)
+    if not (cache and (out / "ema" / "config.json").exists()):
+        real = load_real(dataset, "train", data_root)
+        idx = torch.cat([torch.nonzero(real.labels == c)[:per_class, 0] for c in range(len(real.class_map))])
+        dit, _ = load_dit("zoo"); vae, _ = load_vae("zoo")
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        ema, _ = finetune_minimax(dit, vae, real.images[idx], real.labels[idx],
+                                  MinimaxConfig(epochs=1e9, max_steps=steps, seed=seed), out_dir=tmp if cache else None,
+                                  device=device, log_every=max(steps // 5, 1))
+        if not cache:
+            return ema, Asset("minimax", "random", id="minimax:uncached", note="zoo DiT fine-tuned with Minimax (not saved)")
+        if out.exists(): shutil.rmtree(tmp)                   # another process finished first: keep its result
+        else: os.replace(tmp, out)
+    return load_dit(out / "ema")[0], Asset("minimax", "local", id=f"minimax:{out.name}", path=str(out / "ema"),
+                                           sha256=weights_sha256(out / "ema"), note=f"zoo DiT fine-tuned with Minimax, cached in {out}")

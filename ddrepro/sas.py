@@ -18,27 +18,26 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .core import (AssetError, ConfigError, DataError, RunConfig, atomic_write, derive_seed, load_config, progress,
-                          project_root, write_json)
+from .data import IMAGE_EXTS, ImageSet, read_image, to_float01
+from .selection import (_np, class_blocks, first_per_class, random_per_class, top_per_class, embed_pool,
+                               embed_images, PoolEmbeddings)
+from .pools import POOLS, PoolConfig
+from .core import (AssetError, ConfigError, DataError, RunConfig, atomic_write, derive_seed, load_config,
+                          progress, project_root, write_json)
 
 # %% auto #0
 __all__ = ['NORM_TOL', 'EPS', 'TIE_TOL', 'STREAM_ORDERS', 'NORMS', 'ABLATIONS', 'SELECTORS', 'ALIASES', 'DEFAULT_OPTIONS',
-           'TABLE_COLUMNS', 'SCORES_COLUMNS', 'CLIP_MEAN', 'CLIP_STD', 'BASELINES', 'check_embeddings',
-           'angular_distance', 's_rel', 's_sep', 's_margin', 'class_blocks', 's_div', 'candidate_count', 'Stage1',
-           'stage1', 'stream_order', 'stage2_select', 'stage2_naive', 'sas_select', 's_div_norm', 's_mixed',
-           'top_per_class', 'random_per_class', 'first_per_class', 'parse_selector', 'Selection', 'score_table',
-           'select', 'write_selection', 'PoolEmbeddings', 'embed_images', 'embed_pool', 'ClipEncoder',
-           'plot_selection_grid', 'plot_score_distributions', 'plot_tsne', 'SASConfig']
+           'TABLE_COLUMNS', 'SCORES_COLUMNS', 'BASELINES', 'check_embeddings', 'angular_distance', 's_rel', 's_sep',
+           's_margin', 's_div', 'candidate_count', 'Stage1', 'stage1', 'stream_order', 'stage2_select', 'stage2_naive',
+           'sas_select', 's_div_norm', 's_mixed', 'parse_selector', 'Selection', 'score_table', 'select',
+           'write_selection', 'plot_selection_grid', 'plot_score_distributions', 'plot_tsne', 'SASConfig']
 
 # %% ../nbs/10_sas.ipynb #36d54e0e
 NORM_TOL = 1e-3   # |‖v‖ − 1| allowed for an "L2-normalised" embedding
-EPS = 1e-6        # Eq. 4 clamp: inner products are clipped to [−1+ε, 1−ε]
-TIE_TOL = 1e-9    # stage-2 eviction ties: Eq. 7 values within this many radians count as equal
 
-def _np(x) -> np.ndarray:
-    "numpy view of an array-like or a (CPU/GPU) torch tensor."
-    if hasattr(x, "detach"): x = x.detach().cpu().numpy()
-    return np.asarray(x)
+EPS = 1e-6        # Eq. 4 clamp: inner products are clipped to [−1+ε, 1−ε]
+
+TIE_TOL = 1e-9    # stage-2 eviction ties: Eq. 7 values within this many radians count as equal
 
 def _check_rows(name: str, X, tol: float) -> np.ndarray:
     X = _np(X)
@@ -138,17 +137,6 @@ def s_margin(image_emb, text_emb, labels) -> np.ndarray:
     return s_rel(image_emb, text_emb, labels) + s_sep(image_emb, text_emb, labels)
 
 # %% ../nbs/10_sas.ipynb #a93d36f5
-def class_blocks(labels, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    "Pool indices of each class in pool order, padded with −1: ((C, n_max) int64, per-class counts (C,))."
-    y = _np(labels).astype(np.int64)
-    C = int(num_classes if num_classes is not None else y.max() + 1)
-    counts = np.bincount(y, minlength=C)
-    order = np.argsort(y, kind="stable")
-    starts = np.cumsum(counts) - counts
-    idx = np.full((C, int(counts.max(initial=0))), -1, dtype=np.int64)
-    idx[y[order], np.arange(len(y)) - starts[y[order]]] = order
-    return idx, counts
-
 def _block_angles(V: np.ndarray, idx: np.ndarray) -> np.ndarray:
     "Eq. 4 for every pair inside each padded row of `idx`: (B, n) indices → (B, n, n) float64 (padding rows arbitrary)."
     import torch
@@ -345,25 +333,6 @@ def s_mixed(margin, div_static, labels, lam: float = 0.1, norm: str = "zscore") 
     return _np(margin) + float(lam) * s_div_norm(div_static, labels, norm, target=margin)
 
 # %% ../nbs/10_sas.ipynb #bef0c39d
-def top_per_class(score, labels, ipc: int, num_classes: int | None = None) -> np.ndarray:
-    "The `ipc` highest-`score` pool indices of each class (ties: lower pool index) → (C, ipc), best first."
-    s, y = _np(score).astype(np.float64), _np(labels).astype(np.int64)
-    counts = np.bincount(y, minlength=int(num_classes if num_classes is not None else y.max() + 1))
-    order = np.lexsort((np.arange(len(y)), -s, y))
-    starts = np.cumsum(counts) - counts
-    return order[starts[:, None] + np.arange(ipc)[None]]
-
-def random_per_class(labels, ipc: int, seed: int = 0, num_classes: int | None = None) -> np.ndarray:
-    "Table 6 row A: `ipc` pool indices per class drawn without replacement, class c seeded by derive_seed(seed, 'sas.random', c) → (C, ipc) sorted."
-    idx, counts = class_blocks(labels, num_classes)
-    return np.stack([np.sort(np.random.default_rng(derive_seed(seed, "sas.random", c)).choice(row[:k], ipc, replace=False))
-                     for c, (row, k) in enumerate(zip(idx, counts))])
-
-def first_per_class(labels, ipc: int, num_classes: int | None = None) -> np.ndarray:
-    "The first `ipc` pool indices of each class (what Minimax/IDC loaders take from a larger folder) → (C, ipc)."
-    idx, _ = class_blocks(labels, num_classes)
-    return idx[:, :ipc].copy()
-
 # (uses s_rel, s_sep, s_div) flags of Table 6 and what each row runs
 ABLATIONS = {
     "A": ((False, False, False), "random IPC per class from the same pool (seeded)"),
@@ -478,7 +447,6 @@ def write_selection(out_dir, pool_files: Sequence, labels, class_map, result, im
                     overwrite: bool = False) -> Path:
     """Copy the selected pool images to `out_dir/<class folder>/` (exactly IPC files per class, names kept) and write
     `scores.csv`, `embeddings.npz` and `selection.json` atomically. `result`: a `Selection` or sorted pool indices."""
-    from ddrepro.data import IMAGE_EXTS
     out = Path(out_dir)
     files = [str(f) for f in pool_files]
     V, T, y, _ = check_embeddings(image_emb, text_emb, labels, num_classes=len(class_map))
@@ -531,177 +499,12 @@ def write_selection(out_dir, pool_files: Sequence, labels, class_map, result, im
                "selected": sel.tolist(), "dataset": getattr(class_map, "dataset", None)})
     return out
 
-# %% ../nbs/10_sas.ipynb #513dacc1
-@dataclass
-class PoolEmbeddings:
-    "CLIP embeddings of a pool: image_emb (N, d) and text_emb (C, d) float32 L2-normalised, labels (N,), files (N,)."
-    image_emb: np.ndarray
-    text_emb: np.ndarray
-    labels: np.ndarray
-    files: list | None
-    prompts: list
-    encoder_id: str
-    cache_path: str | None = None
-    from_cache: bool = False
-
-def _encoder_id(encoder, encoder_id: str | None) -> str:
-    if encoder_id: return str(encoder_id)
-    for k in ("encoder_id", "model_id", "name_or_path", "id"):
-        v = getattr(encoder, k, None)
-        if isinstance(v, str) and v: return v
-    params = getattr(encoder, "parameters", None)
-    h = hashlib.sha256(type(encoder).__qualname__.encode())
-    if callable(params):                                    # no id: fingerprint the weights
-        for p in params(): h.update(p.detach().float().cpu().numpy().tobytes())
-    return f"{type(encoder).__name__}-{h.hexdigest()[:12]}"
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-def _list_pool(pool_dir: Path, class_map) -> tuple[list[str], np.ndarray]:
-    from ddrepro.data import IMAGE_EXTS
-    files, labels = [], []
-    for c, folder in enumerate(class_map.folders):
-        d = pool_dir / folder
-        if not d.is_dir():
-            raise DataError(f"{d}: pool folder of class {c} ({class_map.names[c]}) missing; expected {pool_dir}/<class folder>/*.png")
-        fs = sorted(str(p) for p in d.iterdir() if p.suffix in IMAGE_EXTS and not p.name.startswith("."))
-        if not fs:
-            raise DataError(f"{d}: pool folder of class {c} ({class_map.names[c]}) has no images")
-        files += fs; labels += [c] * len(fs)
-    return files, np.array(labels, dtype=np.int64)
-
-def embed_images(encoder, images: Sequence, batch_size: int = 64, device=None, desc: str = "embed pool") -> np.ndarray:
-    """Encode images (uint8 or [0,1] float 3×H×W tensors, or file paths) in batches → (N, d) float32, L2-normalised."""
-    import torch
-    from ddrepro.data import read_image
-    if device is None:
-        p = next(iter(encoder.parameters()), None) if callable(getattr(encoder, "parameters", None)) else None
-        device = p.device if p is not None else "cpu"
-    out = []
-    def _load(im):
-        x = read_image(im) if isinstance(im, (str, os.PathLike)) else im
-        return x.float() / 255 if x.dtype == torch.uint8 else x.float()
-    with torch.no_grad():
-        for s in progress(range(0, len(images), batch_size), desc=desc, total=math.ceil(len(images) / batch_size)):
-            xs = [_load(im) for im in images[s:s + batch_size]]
-            groups = [torch.stack(xs)] if len({tuple(x.shape) for x in xs}) == 1 else [x[None] for x in xs]
-            for g in groups:
-                e = encoder.encode_image(g.to(device))
-                out.append(e.detach().float().cpu().numpy())
-    return _unit(np.concatenate(out))
-
-def embed_pool(pool, encoder, class_map=None, template: str = "A photo of a {}", batch_size: int = 64,
-               cache: bool = True, cache_dir=None, encoder_id: str | None = None, device=None) -> PoolEmbeddings:
-    """Embed a pool folder (`<pool>/<class folder>/*.png`, needs `class_map`) or an `ImageSet` with `encoder`
-    (encode_image / encode_text), plus one prompt per class (`template`, SAS: "A photo of a {classname}").
-    Cached as `<pool or cache_dir>/.sas_embeddings-<encoder>-<key>.npz`; a re-run with the same files, encoder and
-    prompts loads the cache."""
-    import torch
-    from ddrepro.data import ImageSet
-    if isinstance(pool, ImageSet):
-        cm, labels = pool.class_map, pool.labels.numpy().astype(np.int64)
-        files = list(pool.files) if pool.files is not None else None
-        items = files if files is not None else pool.images
-        root = Path(cache_dir) if cache_dir else (Path(os.path.commonpath([str(Path(f).parent) for f in files])) if files else None)
-    else:
-        if class_map is None: raise ConfigError("embed_pool(<folder>) needs class_map= to map class folders to labels")
-        cm, root = class_map, Path(pool)
-        if not root.is_dir(): raise DataError(f"{root}: pool folder not found")
-        files, labels = _list_pool(root, cm)
-        items = files
-        if cache_dir: root = Path(cache_dir)
-    prompts = cm.prompts(template)
-    eid = _encoder_id(encoder, encoder_id)
-    h = hashlib.sha256(json.dumps([eid, prompts]).encode())
-    if files is not None:
-        for f in files:
-            st = os.stat(f)
-            h.update(f"{os.path.relpath(f, root) if root else f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    else:
-        h.update(np.ascontiguousarray(pool.images.numpy()).tobytes())
-    h.update(labels.tobytes())
-    key = h.hexdigest()[:16]
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in eid)[:60]
-    path = root / f".sas_embeddings-{safe}-{key}.npz" if (cache and root is not None) else None
-    if path is not None and path.exists():
-        try:
-            z = np.load(path)
-            if str(z["key"]) == key and len(z["labels"]) == len(labels):
-                return PoolEmbeddings(z["image_emb"], z["text_emb"], z["labels"], files, prompts, eid, str(path), True)
-        except Exception as e:                              # a corrupt cache is recomputed, not trusted
-            warnings.warn(f"{path}: unreadable embedding cache ({e}); re-encoding")
-    V = embed_images(encoder, items, batch_size, device)
-    with torch.no_grad():
-        T = _unit(encoder.encode_text(prompts).detach().float().cpu().numpy())
-    if path is not None:
-        with atomic_write(path, "wb") as f:
-            np.savez(f, image_emb=V, text_emb=T, labels=labels, key=np.array(key), encoder_id=np.array(eid),
-                     files=np.array(files if files is not None else [], dtype=str), prompts=np.array(prompts, dtype=str))
-    return PoolEmbeddings(V, T, labels, files, prompts, eid, str(path) if path else None, False)
-
-# %% ../nbs/10_sas.ipynb #f07d0940
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-class ClipEncoder:
-    "An open_clip-style model (encode_image on normalised pixels, encode_text on tokens) behind the [0,1]-image interface."
-    def __init__(self, model, tokenizer, size: int = 224, mean=CLIP_MEAN, std=CLIP_STD, encoder_id: str | None = None):
-        import torch
-        self.model, self.tokenizer, self.size = model.eval(), tokenizer, int(size)
-        self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-        self.encoder_id = encoder_id or f"{type(model).__name__}-{size}"
-
-    def parameters(self): return self.model.parameters()
-
-    def _device(self):
-        p = next(iter(self.model.parameters()), None)
-        return p.device if p is not None else "cpu"
-
-    def preprocess(self, x):
-        "[0,1] float N×3×H×W → CLIP input: bicubic short-side resize to `size`, center crop, mean/std."
-        import torchvision.transforms.v2.functional as TF
-        from torchvision.transforms import InterpolationMode
-        x = TF.resize(x.float(), self.size, interpolation=InterpolationMode.BICUBIC, antialias=True).clamp(0, 1)
-        x = TF.center_crop(x, [self.size, self.size])
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
-
-    def encode_image(self, x):
-        "(N, 3, H, W) float in [0, 1] → (N, d) float32, L2-normalised."
-        import torch
-        with torch.no_grad():
-            e = self.model.encode_image(self.preprocess(x.to(self._device()))).float()
-        return e / e.norm(dim=-1, keepdim=True)
-
-    def encode_text(self, prompts: Sequence[str]):
-        "list of M prompts → (M, d) float32, L2-normalised."
-        import torch
-        with torch.no_grad():
-            e = self.model.encode_text(self.tokenizer(list(prompts)).to(self._device())).float()
-        return e / e.norm(dim=-1, keepdim=True)
-
-    @classmethod
-    def from_open_clip(cls, arch: str = "ViT-B-32", pretrained: str = "openai", device: str = "cpu") -> "ClipEncoder":
-        "The paper's semantic encoder (CLIP ViT-B/32, OpenAI weights by default) from open_clip, float32."
-        try:
-            import open_clip
-        except ImportError:
-            raise AssetError("open_clip is not installed: pip install open_clip_torch (a ddrepro requirement)") from None
-        try:
-            model = open_clip.create_model(arch, pretrained=pretrained, precision="fp32", device=device)
-        except Exception as e:
-            raise AssetError(f"CLIP {arch} weights {pretrained!r} are not available offline ({type(e).__name__}: {e}); "
-                             "pass pretrained=<local checkpoint file> or pre-populate the open_clip / HF cache") from None
-        return cls(model, open_clip.get_tokenizer(arch), encoder_id=f"open_clip:{arch}:{Path(str(pretrained)).name}")
-
 # %% ../nbs/10_sas.ipynb #3af07b4e
 def _img(x):
     "A pool image (file path, uint8 or float tensor) as an H×W×3 float array in [0, 1] for imshow."
     import torch
-    from ddrepro.data import read_image
     x = read_image(x) if isinstance(x, (str, os.PathLike)) else x
-    return (x.float() / 255 if x.dtype == torch.uint8 else x.float()).permute(1, 2, 0).clamp(0, 1).numpy()
+    return to_float01(x).permute(1, 2, 0).clamp(0, 1).numpy()
 
 def plot_selection_grid(pool_set, selection: Selection, class_map, classes: Sequence[int] | None = None, per_row: int = 8):
     "Selected (green titles) vs rejected (grey) pool images with their margins, one block of two rows per class."
@@ -792,7 +595,6 @@ class SASConfig(RunConfig):
 
     def __post_init__(self):
         parse_selector(self.selector)
-        from ddrepro.backbones import POOLS          # imported here: sas itself needs only numpy
         if self.pool not in POOLS: raise ConfigError(f"pool={self.pool!r}: expected one of {list(POOLS)}")
         if self.order not in STREAM_ORDERS: raise ConfigError(f"order={self.order!r}: expected one of {list(STREAM_ORDERS)}")
         if not 0 < self.keep_ratio <= 1: raise ConfigError(f"keep_ratio={self.keep_ratio}: expected 0 < p ≤ 1")
@@ -818,7 +620,6 @@ class SASConfig(RunConfig):
 
     def pool_config(self):
         "The `backbones.PoolConfig` of this run's pool (same generator, sampler, seed): one shared folder per pool."
-        from ddrepro.backbones import PoolConfig
         return PoolConfig(dataset=self.dataset, ipc=self.ipc, seed=self.seed, device=self.device, data_root=self.data_root,
                           generator=self.pool, pool_factor=self.pool_factor, num_steps=self.num_steps,
                           cfg_scale=self.cfg_scale, generator_weights=self.generator_weights,

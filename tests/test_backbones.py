@@ -9,13 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from ddrepro.backbones import (HUB, Asset, build_dit, build_unet, build_vae, convert_meta_dit, load_clip, load_dit,
-                               load_teacher, load_text_backbone, load_vae, meta_dit_config, tiny_clip_text,
-                               weights_sha256)
+from ddrepro.diffusion import random_dit, random_unet, random_vae
+from ddrepro.backbones import (HUB, Asset, convert_meta_dit, load_clip, load_dit, load_teacher, load_text_backbone,
+                               load_vae, meta_dit_config, tiny_clip_text, weights_sha256)
 from ddrepro.core import AssetError, ConfigError, RunRecord, file_sha256
 from ddrepro.data import class_map
-
-
 
 
 # --- a re-implementation of Meta's DiT (facebookresearch/DiT models.py) to check the conversion ---------
@@ -130,7 +128,7 @@ def test_meta_config_standard_widths():
 # --- local diffusers folders ------------------------------------------------------------------------
 
 def test_local_diffusers_dit_and_vae(tmp_path):
-    dit, vae = build_dit("tiny"), build_vae()
+    dit, vae = random_dit("tiny"), random_vae()
     dit.save_pretrained(tmp_path / "dit")
     vae.save_pretrained(tmp_path / "pipe" / "vae")
     m, a = load_dit(tmp_path / "dit")
@@ -159,9 +157,9 @@ def test_hf_cache_blob_name_is_the_sha256(tmp_path):
 
 
 def test_local_sd_pipeline_folder(tmp_path):
-    from ddrepro.sampling import make_scheduler, sample_text
+    from ddrepro.diffusion import make_scheduler, sample_text
     te, tok = tiny_clip_text()
-    build_unet().save_pretrained(tmp_path / "unet"); build_vae().save_pretrained(tmp_path / "vae")
+    random_unet().save_pretrained(tmp_path / "unet"); random_vae().save_pretrained(tmp_path / "vae")
     te.save_pretrained(tmp_path / "text_encoder"); tok.save_pretrained(tmp_path / "tokenizer")
     make_scheduler("ddpm").save_pretrained(tmp_path / "scheduler")
     (tmp_path / "model_index.json").write_text(json.dumps({"text_encoder": ["transformers", "CLIPTextModel"],
@@ -205,7 +203,7 @@ def test_unknown_names_are_config_errors():
 
 
 def test_teacher_from_local_checkpoint(tmp_path):
-    from ddrepro.evaluate import build_student
+    from ddrepro.students import build_student
     cm = class_map("fashion_mnist")
     net = build_student("convnet3", 10, 32, "soft", "fashion_mnist")
     torch.save(net.state_dict(), tmp_path / "t.pt")
@@ -223,41 +221,14 @@ def test_hub_dit_xl_2_loads():
 
 # --- pool generators / encoders by name ------------------------------------------------------------------
 
-@pytest.fixture
-def fake_zoo(monkeypatch):
-    "A stand-in `ddrepro.zoo` with tiny random models of the zoo's interfaces."
-    import sys, types
-    import ddrepro
-    import ddrepro.zoo as real
-    z = types.ModuleType("ddrepro.zoo")
-    z.load = lambda name, device="cpu", **kw: {"dit": lambda: build_dit("tiny"), "vae": build_vae}[name]()
-    z.drop_labels, z.label_dropout_off = real.drop_labels, real.label_dropout_off   # used by minimax fine-tuning
-    monkeypatch.setitem(sys.modules, "ddrepro.zoo", z)
-    monkeypatch.setattr(ddrepro, "zoo", z, raising=False)
-    return z
-
-
-def test_embedded_dit_and_minimax_pool_generators(fake_zoo, tmp_path, monkeypatch):
-    import ddrepro.backbones as bb
-    from ddrepro.backbones import load_pool_generator
-    monkeypatch.setattr(bb, "minimax_cache_dir", lambda *a: tmp_path / "mm")
-    g = load_pool_generator("dit", device="cpu")
-    assert g.class_ids is None and g.cfg_channels is None and g.scheduler_config is None and g.sampler == "ddpm"
-    assert g.assets["dit"]["source"] == "zoo" and g.generate([0, 9], [1, 2]).shape == (2, 3, 16, 16)
-    m = load_pool_generator("minimax", device="cpu", minimax_steps=3, minimax_per_class=8)
-    assert (tmp_path / "mm" / "ema" / "config.json").exists() and m.assets["minimax"]["sha256"]
-    m2 = load_pool_generator("minimax", device="cpu", minimax_steps=3, minimax_per_class=8)   # from the cache
-    assert all(torch.equal(a, b) for a, b in zip(m.model.state_dict().values(), m2.model.state_dict().values()))
-    assert not torch.equal(m.model.proj_out_2.bias, g.model.proj_out_2.bias)
-
 
 def test_paper_scale_pool_generator_maps_imagenet_heads(meta_ckpt, tmp_path):
-    from ddrepro.backbones import load_pool_generator
+    from ddrepro.pools import load_pool_generator
     ref, _ = meta_ckpt
     big = MetaDiT(classes=1000)
     big.load_state_dict({k: v for k, v in ref.state_dict().items() if "y_embedder" not in k}, strict=False)
     torch.save(big.state_dict(), tmp_path / "DiT-1000.pt")
-    build_vae().save_pretrained(tmp_path / "vae")
+    random_vae().save_pretrained(tmp_path / "vae")
     g = load_pool_generator("dit", "imagewoof", weights=str(tmp_path / "DiT-1000.pt"), vae=str(tmp_path / "vae"),
                             num_heads=2, device="cpu")
     assert g.class_ids == list(class_map("imagewoof").head_idx)
@@ -278,33 +249,4 @@ def test_image_text_encoder_specs(monkeypatch):
 
 # --- pixel-space class-conditional DDPM (SAS Table 3's CIFAR-10 pool) ------------------------------
 
-def test_ddpm_pool_generator_from_a_local_pipeline_folder(tmp_path):
-    from diffusers import DDPMScheduler
-    from ddrepro.backbones import POOLS, build_class_unet, load_ddpm, load_pool_generator
-    from ddrepro.sampling import make_pool
-    assert "ddpm" in POOLS
-    build_class_unet(sample_size=8).save_pretrained(tmp_path / "ddpm" / "unet")
-    DDPMScheduler(beta_end=0.03).save_pretrained(tmp_path / "ddpm" / "scheduler")
-    model, sched, asset = load_ddpm(tmp_path / "ddpm")
-    assert sched["beta_end"] == 0.03 and asset.source == "local" and len(asset.sha256) == 64
-    gen = load_pool_generator("ddpm", "cifar10", weights=str(tmp_path / "ddpm"), num_steps=3, device="cpu")
-    assert gen.settings()["kind"] == "pixel_ddpm" and gen.settings()["scheduler_config"]["beta_end"] == 0.03
-    rec = make_pool(gen, class_map("cifar10"), per_class=1, seed=0, out_dir=tmp_path / "pool", batch_size=10, device="cpu")
-    assert rec.params["generator"] == "ddpm" and "ddpm" in rec.assets
-    assert len(list((tmp_path / "pool").glob("*/0.png"))) == 10
 
-
-def test_ddpm_pool_errors(tmp_path, monkeypatch):
-    from ddrepro.backbones import build_class_unet, load_ddpm, load_pool_generator
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", "/nonexistent-ddrepro-hf-home")
-    with pytest.raises(AssetError, match="Ketansomewhere/cifar10_conditional_diffusion1.*generator_weights="):
-        load_pool_generator("ddpm", "cifar10")
-    with pytest.raises(ConfigError, match="pool='ddpm' on fashion_mnist"):
-        load_pool_generator("ddpm", "fashion_mnist")
-    build_class_unet(num_class_embeds=100, sample_size=8).save_pretrained(tmp_path / "c100")
-    with pytest.raises(ConfigError, match="num_class_embeds=100; cifar10 has 10 classes"):
-        load_pool_generator("ddpm", "cifar10", weights=str(tmp_path / "c100"))
-    build_class_unet(num_class_embeds=None, class_embed_type=None).save_pretrained(tmp_path / "uncond")
-    with pytest.raises(AssetError, match="no class embedding"):
-        load_ddpm(tmp_path / "uncond")

@@ -1,4 +1,4 @@
-"""Tests of ddrepro.evaluate: students, schedules, augmentation, losses, bad inputs, runs, merging, records."""
+"""Tests of ddrepro.evaluate (and the students and teachers it trains with): students, schedules, augmentation, losses, bad inputs, runs, merging, records."""
 import json
 import math
 import os
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ddrepro.core import ConfigError, DataError, RunRecord
 from ddrepro.data import ImageSet, class_map, save_image_set
-from ddrepro import evaluate as ev
+from ddrepro import backbones as bb, evaluate as ev, students as st
 
 CM = class_map("fashion_mnist")
 
@@ -60,31 +60,31 @@ class TinyTeacher(nn.Module):
     ("efficientnet_b0", 224, "soft", "imagenet1k", 4_020_358),
 ])
 def test_student_parameter_counts(name, size, protocol, dataset, count):
-    m = ev.build_student(name, 10, size, protocol, dataset)
-    assert ev.count_params(m) == count
+    m = st.build_student(name, 10, size, protocol, dataset)
+    assert st.count_params(m) == count
 
 
 def test_convnet_hand_count_and_norms():
-    assert ev.count_params(ev.ConvNet(10, 32)) == 3 * 128 * 9 + 128 + 2 * (128 * 128 * 9 + 128) + 3 * 256 + 128 * 16 * 10 + 10
-    assert isinstance(ev.build_student("convnet", 10, 32, "hard").net.features[1], nn.GroupNorm)
-    assert ev.build_student("convnet", 10, 32, "hard").net.features[1].num_groups == 128   # instance norm
-    assert isinstance(ev.build_student("convnet", 10, 32, "soft").net.features[1], nn.BatchNorm2d)  # RDED
-    assert [ev.convnet_depth(s) for s in (32, 64, 128, 224, 256)] == [3, 4, 5, 6, 6]
+    assert st.count_params(st.ConvNet(10, 32)) == 3 * 128 * 9 + 128 + 2 * (128 * 128 * 9 + 128) + 3 * 256 + 128 * 16 * 10 + 10
+    assert isinstance(st.build_student("convnet", 10, 32, "hard").net.features[1], nn.GroupNorm)
+    assert st.build_student("convnet", 10, 32, "hard").net.features[1].num_groups == 128   # instance norm
+    assert isinstance(st.build_student("convnet", 10, 32, "soft").net.features[1], nn.BatchNorm2d)  # RDED
+    assert [st.convnet_depth(s) for s in (32, 64, 128, 224, 256)] == [3, 4, 5, 6, 6]
 
 
 def test_timm_counts_equal_torchvision_reference():
     import torchvision
     for ours, ref in [("resnet50", "resnet50"), ("mobilenet_v2", "mobilenet_v2"), ("efficientnet_b0", "efficientnet_b0")]:
-        assert ev.count_params(ev.build_student(ours, 10, 64, "soft")) == \
-            ev.count_params(torchvision.models.get_model(ref, weights=None, num_classes=10))
+        assert st.count_params(st.build_student(ours, 10, 64, "soft")) == \
+            st.count_params(torchvision.models.get_model(ref, weights=None, num_classes=10))
 
 
 def test_students_normalise_inside():
-    m = ev.build_student("convnet", 10, 32, "hard", "fashion_mnist", width=8)
+    m = st.build_student("convnet", 10, 32, "hard", "fashion_mnist", width=8)
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(m(x), m.net((x - 0.2861) / 0.3530))
-    assert ev.norm_stats("imagewoof", "hard") == (ev.IMAGENET_MEAN, ev.IMAGENET_STD)
-    assert ev.norm_stats("cifar10", "soft") == (ev.IMAGENET_MEAN, ev.IMAGENET_STD)   # RDED uses ImageNet stats everywhere
+    assert st.norm_stats("imagewoof", "hard") == (st.IMAGENET_MEAN, st.IMAGENET_STD)
+    assert st.norm_stats("cifar10", "soft") == (st.IMAGENET_MEAN, st.IMAGENET_STD)   # RDED uses ImageNet stats everywhere
 
 
 # ---------------------------------------------------------------- schedules
@@ -116,7 +116,7 @@ def test_rded_schedule_optimizer_and_batch_sizes():
     cfg = ev.eval_config("soft", "paper", "imagenet1k", 10)
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.temperature, cfg.shuffle_factor) == ("adamw", 1e-3, 0.01, 300, 20.0, 2)
     assert cfg.rrc_scale == (0.5, 1.0) and cfg.eval_epochs() == [250, 260, 270, 280, 290, 300]
-    groups = ev.param_groups(ev.build_student("convnet", 10, 32, "soft", width=4), 0.01)
+    groups = ev.param_groups(st.build_student("convnet", 10, 32, "soft", width=4), 0.01)
     assert groups[0]["weight_decay"] == 0.01 and all(p.ndim > 1 for p in groups[0]["params"])
     assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
     assert ev.eval_config("soft", "paper", "imagewoof", 10, student="mobilenet_v2").lr == 0.0025
@@ -262,28 +262,28 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(DataError, match=r"no images of class\(es\) \[4\] \(Coat\)"):
         ev.check_sets(missing, test)
     with pytest.raises(ConfigError, match="has 1000 outputs but fashion_mnist has 10 classes"):
-        ev.load_teacher(TinyTeacher(1000), CM, 16)
+        bb.load_teacher(TinyTeacher(1000), CM, 16)
     with pytest.raises(ConfigError, match="has 7 outputs but imagewoof has 10 classes"):
-        ev.load_teacher(TinyTeacher(7), class_map("imagewoof"), 16)
+        bb.load_teacher(TinyTeacher(7), class_map("imagewoof"), 16)
     with pytest.raises(ConfigError, match="needs a teacher"):
-        ev.load_teacher(None, class_map("imagewoof"), 16)
+        bb.load_teacher(None, class_map("imagewoof"), 16)
 
 
 def test_teacher_head_selection_and_checkpoint(tmp_path):
     woof = class_map("imagewoof")
-    t = ev.load_teacher(TinyTeacher(1000), woof, 16)
+    t, _ = bb.load_teacher(TinyTeacher(1000), woof, 16)
     x = torch.rand(3, 3, 16, 16)
     torch.testing.assert_close(t(x), TinyTeacher(1000)(x)[:, list(woof.head_idx)])
     assert not any(p.requires_grad for p in t.parameters())
-    s = ev.build_student("convnet", 10, 32, "soft", "fashion_mnist", width=8)
+    s = st.build_student("convnet", 10, 32, "soft", "fashion_mnist", width=8)
     torch.save({"state_dict": {"module." + k: v for k, v in s.net.state_dict().items()}}, tmp_path / "t.pth")
-    t2 = ev.load_teacher(str(tmp_path / "t.pth"), CM, 32, arch="convnet", width=8)
+    t2, _ = bb.load_teacher(str(tmp_path / "t.pth"), CM, 32, arch="convnet", width=8)
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(t2(x), s.eval()(x))
     with pytest.raises(ConfigError, match="pass arch="):
-        ev.load_teacher(str(tmp_path / "t.pth"), CM, 32)
+        bb.load_teacher(str(tmp_path / "t.pth"), CM, 32)
     with pytest.raises(Exception, match="not found"):
-        ev.load_teacher(str(tmp_path / "nope.pth"), CM, 32, arch="convnet")
+        bb.load_teacher(str(tmp_path / "nope.pth"), CM, 32, arch="convnet")
 
 
 # ---------------------------------------------------------------- baseline
@@ -390,16 +390,16 @@ def test_torchvision_teacher_from_local_cache_only(tmp_path, monkeypatch):
     import torchvision
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(Exception, match="not available offline"):
-        ev.load_teacher("torchvision:resnet18", class_map("imagewoof"), 64)
+        bb.load_teacher("torchvision:resnet18", class_map("imagewoof"), 64)
     ckpt = tmp_path / "hub" / "checkpoints"
     ckpt.mkdir(parents=True)
     torch.manual_seed(0)
     net = torchvision.models.resnet18(weights=None)
     torch.save(net.state_dict(), ckpt / "resnet18-f37072fd.pth")
     woof = class_map("imagewoof")
-    t = ev.load_teacher("torchvision:resnet18", woof, 64)
+    t, _ = bb.load_teacher("torchvision:resnet18", woof, 64)
     x = torch.rand(2, 3, 64, 64)
-    ref = net.eval()((x - torch.tensor(ev.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(ev.IMAGENET_STD).view(1, 3, 1, 1))
+    ref = net.eval()((x - torch.tensor(st.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(st.IMAGENET_STD).view(1, 3, 1, 1))
     torch.testing.assert_close(t(x), ref[:, list(woof.head_idx)], atol=1e-5, rtol=1e-5)
 
 

@@ -6,13 +6,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ddrepro.backbones import build_dit, build_vae
+from ddrepro.diffusion import random_dit, random_vae
 from ddrepro.core import RunRecord
 from ddrepro.minimax import (ClassMemory, MinimaxConfig, cosine_matrix, diffusion_loss, discretized_gaussian_nll,
                              finetune_minimax, mark_difffit_trainable, mean_pairwise_distance, meta_param_name,
                              minimax_losses, minimax_neg_loss, minimax_pos_loss, normal_kl, tie_block_embedders)
-from ddrepro.zoo import ema_update
-from ddrepro.sampling import make_scheduler
+from ddrepro.diffusion import ema_update
+from ddrepro.diffusion import make_scheduler
 
 
 
@@ -36,7 +36,7 @@ def test_meta_param_name(name, meta):
 
 
 def test_difffit_set_on_diffusers_dit():
-    dit = build_dit("tiny")
+    dit = random_dit("tiny")
     names = set(mark_difffit_trainable(dit))
     every = {n for n, _ in dit.named_parameters()}
     expected = {n for n in every if n.endswith(".bias") or "class_embedder" in n}
@@ -45,13 +45,13 @@ def test_difffit_set_on_diffusers_dit():
 
 
 def test_tie_block_embedders_for_meta_weights():
-    dit = build_dit("tiny")
+    dit = random_dit("tiny")
     for blk in dit.transformer_blocks[1:]:
         blk.norm1.emb.load_state_dict(dit.transformer_blocks[0].norm1.emb.state_dict())
     n_before = len(list(dit.parameters()))
     assert tie_block_embedders(dit)
     assert len(list(dit.parameters())) < n_before                # shared parameters are counted once
-    assert not tie_block_embedders(build_dit("tiny"))
+    assert not tie_block_embedders(random_dit("tiny"))
 
 
 # --- the memory losses --------------------------------------------------------------------------------
@@ -152,9 +152,9 @@ def _data(n=24, k=3):
 
 def test_finetune_moves_only_difffit_params_and_writes_record(tmp_path):
     imgs, labs = _data()
-    dit = build_dit("tiny", num_embeds_ada_norm=3, out_channels=8)
+    dit = random_dit("tiny", num_embeds_ada_norm=3, out_channels=8)
     start = copy.deepcopy(dit).state_dict()
-    ema, hist = finetune_minimax(dit, build_vae(), imgs, labs, MinimaxConfig(epochs=2, lr=1e-2), out_dir=tmp_path,
+    ema, hist = finetune_minimax(dit, random_vae(), imgs, labs, MinimaxConfig(epochs=2, lr=1e-2), out_dir=tmp_path,
                                  device="cpu", log_every=0)
     end = dit.state_dict()
     moved = {k for k in start if not torch.equal(start[k], end[k])}
@@ -170,8 +170,8 @@ def test_memory_losses_change_the_update():
     imgs, labs = _data()
     runs = []
     for condense in (False, True):
-        dit = build_dit("tiny", num_embeds_ada_norm=3)
-        finetune_minimax(dit, build_vae(), imgs, labs, MinimaxConfig(epochs=2, lr=1e-2, condense=condense, seed=4),
+        dit = random_dit("tiny", num_embeds_ada_norm=3)
+        finetune_minimax(dit, random_vae(), imgs, labs, MinimaxConfig(epochs=2, lr=1e-2, condense=condense, seed=4),
                          device="cpu", log_every=0)
         runs.append(dit.state_dict()["proj_out_2.bias"].clone())
     assert not torch.allclose(runs[0], runs[1])
@@ -200,7 +200,7 @@ def test_mean_pairwise_distance():
 def test_diffusion_loss_mse_equals_zoo_dit_loss():
     "The ε-MSE part is the zoo's DiT training loss for the same t and ε (zoo.noisy_latents draws t, then ε)."
     from ddrepro import zoo
-    model = build_dit("tiny")
+    model = random_dit("tiny")
     g = torch.Generator().manual_seed(2)
     lat, labels = torch.randn(6, 4, 8, 8, generator=g), torch.tensor([0, 1, 2, 3, 4, 9])
     sched = make_scheduler("ddpm")
@@ -215,7 +215,7 @@ def test_diffusion_loss_mse_equals_zoo_dit_loss():
 
 def test_command_line_fine_tune(tmp_path):
     from ddrepro.minimax import main
-    build_dit("tiny").save_pretrained(tmp_path / "dit"); build_vae().save_pretrained(tmp_path / "vae")
+    random_dit("tiny").save_pretrained(tmp_path / "dit"); random_vae().save_pretrained(tmp_path / "vae")
     out = main(["--dataset", "fashion_mnist", "--per-class", "2", "--size", "16", "--max-steps", "2", "--batch-size", "4",
                 "--dit", str(tmp_path / "dit"), "--vae", str(tmp_path / "vae"), "--device", "cpu", "--out", str(tmp_path / "mm")])
     rec = RunRecord.load(out)

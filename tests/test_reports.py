@@ -106,7 +106,7 @@ def test_evaluate_sets_in_worker_processes_equals_one_after_another(tmp_path):
     # two evaluations at once in spawned processes (one thread each) give the numbers of one-thread runs in turn
     from ddrepro.data import load_real
     from ddrepro.evaluate import random_real_subset
-    from ddrepro.reports import evaluate_sets
+    from ddrepro.evaluate import evaluate_sets
     train, test = load_real("fashion_mnist", "train"), load_real("fashion_mnist", "val")
     test = test.subset(np.arange(0, 10000, 50))
     sets = {("random", ""): random_real_subset(train, 2, 0), ("random", "s1"): random_real_subset(train, 2, 1)}

@@ -12,10 +12,11 @@ import torch
 
 from ddrepro.core import ConfigError, DataError
 from ddrepro.data import ImageSet, class_map, load_distilled, save_image
-from ddrepro.sas import (ABLATIONS, CLIP_MEAN, CLIP_STD, SCORES_COLUMNS, ClipEncoder, Selection, angular_distance, candidate_count, check_embeddings,
-                         class_blocks, embed_pool, first_per_class, parse_selector, random_per_class, s_div,
-                         s_div_norm, s_margin, s_mixed, s_rel, s_sep, sas_select, select, stage1, stage2_naive,
-                         stage2_select, stream_order, top_per_class, write_selection)
+from ddrepro.backbones import CLIP_MEAN, CLIP_STD, ClipEncoder
+from ddrepro.selection import class_blocks, embed_pool, first_per_class, random_per_class, top_per_class
+from ddrepro.sas import (ABLATIONS, SCORES_COLUMNS, Selection, angular_distance, candidate_count, check_embeddings,
+                         parse_selector, s_div, s_div_norm, s_margin, s_mixed, s_rel, s_sep, sas_select, select,
+                         stage1, stage2_naive, stage2_select, stream_order, write_selection)
 
 ROOT = Path(__file__).resolve().parents[1]
 C0 = math.acos(1 - 1e-6)                    # Eq. 4 clamp: angle between identical vectors

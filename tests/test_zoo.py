@@ -117,10 +117,10 @@ def test_tiny_variants_build_fast_and_run(name):
 
 
 def test_dit_loss_is_lower_for_the_trained_dit(test_set):
-    from ddrepro.sampling import encode_images, make_scheduler
+    from ddrepro.diffusion import encode_latents, make_scheduler
     x, y = test_set
     vae, dit = zoo.load("vae"), zoo.load("dit")
-    z = encode_images(vae, x[:128])
+    z = encode_latents(vae, x[:128])
     sch = make_scheduler("ddpm")
     with torch.no_grad():
         trained = zoo.dit_loss(dit, z, y[:128], sch, generator=torch.Generator().manual_seed(0)).item()

@@ -1,4 +1,4 @@
-"Tests of ddrepro.sampling: step maths vs diffusers, exact Gaussian sampling, seeds, CFG, hooks, img2img, resumable pools."
+"Tests of ddrepro.diffusion: step maths vs diffusers, exact Gaussian sampling, seeds, CFG, hooks, img2img, the VAE pair."
 import math
 import os
 import signal
@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddrepro.backbones import build_dit, build_unet, build_vae
+from ddrepro.diffusion import random_dit, random_unet, random_vae
 from ddrepro.core import ConfigError, derive_seed
 from ddrepro.data import class_map
-from ddrepro.sampling import (DiTGenerator, GaussianDenoiser, ddim_step, ddpm_step, encode_images, generators_for,
-                              img2img_timesteps, initial_noise, make_pool, make_scheduler, model_eps, sample_dit,
-                              sample_text, step_alphas, to_eps)
-
-
+from ddrepro.diffusion import (GaussianDenoiser, ddim_step, ddpm_step, encode_latents, generators_for,
+                               img2img_timesteps, initial_noise, make_scheduler, model_eps, sample_dit, sample_text,
+                               step_alphas, to_eps)
+from ddrepro.pools import DiTGenerator, make_pool
 
 
 def rel_err(a, b):
@@ -27,7 +26,7 @@ def rel_err(a, b):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return build_dit("tiny"), build_vae()
+    return random_dit("tiny"), random_vae()
 
 
 # --- one step ------------------------------------------------------------------------------------
@@ -138,7 +137,7 @@ def test_cfg_scale_one_equals_conditional(tiny):
 
 
 def test_learned_sigma_first_channels_are_eps():
-    dit8 = build_dit("tiny", out_channels=8)
+    dit8 = random_dit("tiny", out_channels=8)
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         raw = dit8(x, timestep=torch.tensor([100, 100]), class_labels=torch.tensor([1, 2])).sample
@@ -206,7 +205,7 @@ def test_noise_hook_replaces_step_noise(tiny):
 # --- text-conditional UNet -------------------------------------------------------------------------
 
 def test_text_path_txt2img_and_img2img_start():
-    unet, vae = build_unet(), build_vae()
+    unet, vae = random_unet(), random_vae()
     g = torch.Generator().manual_seed(0)
     states, empty = torch.randn(2, 5, 16, generator=g), torch.randn(1, 5, 16, generator=g)
     seeds = [11, 12]
@@ -221,7 +220,7 @@ def test_text_path_txt2img_and_img2img_start():
     assert [t for t, _ in seen] == img2img_timesteps(sched, 10, 0.5) and len(seen) == 5
     gens = generators_for(seeds)
     with torch.no_grad():
-        z0 = encode_images(vae, init, gens)
+        z0 = encode_latents(vae, init, gens)
     ab = float(sched.alphas_cumprod[seen[0][0]])
     assert torch.allclose(seen[0][1], math.sqrt(ab) * z0 + math.sqrt(1 - ab) * initial_noise(gens, z0.shape[1:]), atol=1e-5)
 
@@ -236,7 +235,7 @@ def test_img2img_timesteps_sd_vlcp():
 
 
 def test_v_prediction_unet_runs():
-    unet, vae = build_unet(), build_vae()
+    unet, vae = random_unet(), random_vae()
     sched = make_scheduler("ddim", prediction_type="v_prediction")
     out = sample_text(unet, None, torch.randn(1, 5, 16), [1], uncond_states=torch.zeros(1, 5, 16), num_steps=4,
                       scheduler=sched)
@@ -245,82 +244,18 @@ def test_v_prediction_unet_runs():
 
 # --- pools: resume after a kill is byte-identical ---------------------------------------------------
 
-POOL_SCRIPT = textwrap.dedent("""
-    import sys, time, torch
-    from ddrepro.backbones import build_dit, build_vae
-    from ddrepro.data import class_map
-    from ddrepro.sampling import DiTGenerator, make_pool
-    torch.set_num_threads(1)
-    class Slow(DiTGenerator):
-        def generate(self, labels, seeds):
-            time.sleep(float(sys.argv[2]))
-            return super().generate(labels, seeds)
-    gen = Slow(build_dit("tiny"), build_vae(), num_steps=4, cfg_scale=2.0, name="tiny-dit")
-    make_pool(gen, class_map("fashion_mnist"), per_class=3, seed=5, out_dir=sys.argv[1], batch_size=4, device="cpu")
-""")
-
-
-def _pngs(d):
-    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(Path(d).rglob("*.png"))}
-
-
-def test_pool_resume_after_kill_is_byte_identical(tmp_path):
-    script = tmp_path / "pool.py"; script.write_text(POOL_SCRIPT)
-    env = dict(os.environ, DDREPRO_PROGRESS="0")
-    killed, full = tmp_path / "killed", tmp_path / "full"
-    proc = subprocess.Popen([sys.executable, str(script), str(killed), "0.3"], env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(killed.rglob("*.png"))) < 6:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL); proc.wait()
-    n_before = len(list(killed.rglob("*.png")))
-    assert 6 <= n_before < 30, f"kill did not land mid-run ({n_before} images)"
-    from ddrepro.data import read_image
-    for p in killed.rglob("*.png"): read_image(p)          # atomic writes: every PNG present is complete
-    runs = [subprocess.Popen([sys.executable, str(script), str(d), "0"], env=env) for d in (killed, full)]
-    assert [p.wait() for p in runs] == [0, 0]
-    a, b = _pngs(killed), _pngs(full)
-    assert len(a) == 30 and a.keys() == b.keys()
-    assert not list(killed.rglob("*.tmp"))                  # temp files of the killed write were cleaned up
-    assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
-    from ddrepro.core import RunRecord
-    rec = RunRecord.load(killed)
-    assert rec.status == "complete" and rec.stages["generate"]["resumed_with"] == n_before
-    assert rec.stages["generate"]["images"] == 30 - n_before and rec.params["num_steps"] == 4
-
-
-def test_pool_refuses_to_mix_settings(tmp_path):
-    cm = class_map("fashion_mnist")
-    gen = DiTGenerator(build_dit("tiny"), build_vae(), num_steps=2, name="tiny-dit")
-    rec = make_pool(gen, cm, per_class=1, seed=0, out_dir=tmp_path, batch_size=16, classes=[0, 3], device="cpu")
-    assert sorted(p.parent.name for p in tmp_path.rglob("*.png")) == ["0", "3"]
-    assert rec.results["images"] == 2
-    with pytest.raises(ConfigError, match="seed=0"):
-        make_pool(gen, cm, per_class=1, seed=1, out_dir=tmp_path, batch_size=16, classes=[0, 3], device="cpu")
-
 
 @pytest.mark.gpu
 def test_cuda_bf16_sampling_close_to_cpu_fp32():
     "On a GPU: a DiT samples under bf16 autocast; the exact Gaussian chain gives the right class means."
     means = torch.stack([torch.full((4, 8, 8), v) for v in (-1.0, 2.0)])
     labels, seeds = torch.tensor([0, 1, 1]), [derive_seed(9, i) for i in range(3)]
-    out = sample_dit(build_dit("tiny", num_embeds_ada_norm=2).cuda(), build_vae().cuda(), labels, seeds, num_steps=10)
+    out = sample_dit(random_dit("tiny", num_embeds_ada_norm=2).cuda(), random_vae().cuda(), labels, seeds, num_steps=10)
     assert out.shape == (3, 3, 16, 16) and out.is_cuda and torch.isfinite(out).all()
-    ref = sample_dit(build_dit("tiny", num_embeds_ada_norm=2), build_vae(), labels, seeds, num_steps=10, amp=False)
+    ref = sample_dit(random_dit("tiny", num_embeds_ada_norm=2), random_vae(), labels, seeds, num_steps=10, amp=False)
     assert rel_err(out.float().cpu(), ref) < 5e-2                      # bf16 on GPU ≈ fp32 on CPU, same seeds
     model = GaussianDenoiser(means, 0.5, make_scheduler("ddpm").alphas_cumprod).cuda()
     z = sample_dit(model, None, labels.repeat(20), [derive_seed(9, i) for i in range(60)], num_steps=50, cfg_scale=None)
     assert abs(z[labels.repeat(20).cuda() == 1].mean().item() - 2.0) < 0.05
 
 
-def test_pixel_ddpm_generator_known_answer():
-    # pixel space x ∈ [−1, 1]: class means −0.5 / 0.5 must come out as 0.25 / 0.75 in [0, 1]
-    from ddrepro.sampling import PixelDDPMGenerator
-    means = torch.stack([torch.full((3, 8, 8), v) for v in (-0.5, 0.5)])
-    gen = PixelDDPMGenerator(GaussianDenoiser(means, 0.2, make_scheduler("ddpm").alphas_cumprod), num_steps=1000)
-    labels = [0] * 8 + [1] * 8
-    imgs = gen.generate(labels, [derive_seed(2, i) for i in range(16)])
-    assert imgs.shape == (16, 3, 8, 8) and imgs.min() >= 0 and imgs.max() <= 1
-    assert abs(imgs[:8].mean().item() - 0.25) < 0.01 and abs(imgs[8:].mean().item() - 0.75) < 0.01
-    assert abs(imgs[:8].std().item() - 0.1) < 0.01                     # σ 0.2 in [−1,1] = 0.1 in [0,1]
-    assert gen.settings()["cfg_scale"] is None and gen.settings()["num_steps"] == 1000

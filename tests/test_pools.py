@@ -1,0 +1,141 @@
+"Tests of ddrepro.pools: generators by name, resumable byte-identical pools, settings that must not mix."
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddrepro.core import AssetError, ConfigError, derive_seed
+from ddrepro.data import class_map
+from ddrepro.diffusion import GaussianDenoiser, make_scheduler, random_class_unet, random_dit, random_vae, sample_dit
+from ddrepro.backbones import load_ddpm
+from ddrepro.pools import POOLS, DiTGenerator, PixelDDPMGenerator, load_pool_generator, make_pool
+import ddrepro.minimax as mm
+
+
+POOL_SCRIPT = textwrap.dedent("""
+    import sys, time, torch
+    from ddrepro.diffusion import random_dit, random_vae
+    from ddrepro.data import class_map
+    from ddrepro.pools import DiTGenerator, make_pool
+    torch.set_num_threads(1)
+    class Slow(DiTGenerator):
+        def generate(self, labels, seeds):
+            time.sleep(float(sys.argv[2]))
+            return super().generate(labels, seeds)
+    gen = Slow(random_dit("tiny"), random_vae(), num_steps=4, cfg_scale=2.0, name="tiny-dit")
+    make_pool(gen, class_map("fashion_mnist"), per_class=3, seed=5, out_dir=sys.argv[1], batch_size=4, device="cpu")
+""")
+
+
+def _pngs(d):
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(Path(d).rglob("*.png"))}
+
+
+def test_pool_resume_after_kill_is_byte_identical(tmp_path):
+    script = tmp_path / "pool.py"; script.write_text(POOL_SCRIPT)
+    env = dict(os.environ, DDREPRO_PROGRESS="0")
+    killed, full = tmp_path / "killed", tmp_path / "full"
+    proc = subprocess.Popen([sys.executable, str(script), str(killed), "0.3"], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(killed.rglob("*.png"))) < 6:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    n_before = len(list(killed.rglob("*.png")))
+    assert 6 <= n_before < 30, f"kill did not land mid-run ({n_before} images)"
+    from ddrepro.data import read_image
+    for p in killed.rglob("*.png"): read_image(p)          # atomic writes: every PNG present is complete
+    runs = [subprocess.Popen([sys.executable, str(script), str(d), "0"], env=env) for d in (killed, full)]
+    assert [p.wait() for p in runs] == [0, 0]
+    a, b = _pngs(killed), _pngs(full)
+    assert len(a) == 30 and a.keys() == b.keys()
+    assert not list(killed.rglob("*.tmp"))                  # temp files of the killed write were cleaned up
+    assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
+    from ddrepro.core import RunRecord
+    rec = RunRecord.load(killed)
+    assert rec.status == "complete" and rec.stages["generate"]["resumed_with"] == n_before
+    assert rec.stages["generate"]["images"] == 30 - n_before and rec.params["num_steps"] == 4
+
+
+def test_pool_refuses_to_mix_settings(tmp_path):
+    cm = class_map("fashion_mnist")
+    gen = DiTGenerator(random_dit("tiny"), random_vae(), num_steps=2, name="tiny-dit")
+    rec = make_pool(gen, cm, per_class=1, seed=0, out_dir=tmp_path, batch_size=16, classes=[0, 3], device="cpu")
+    assert sorted(p.parent.name for p in tmp_path.rglob("*.png")) == ["0", "3"]
+    assert rec.results["images"] == 2
+    with pytest.raises(ConfigError, match="seed=0"):
+        make_pool(gen, cm, per_class=1, seed=1, out_dir=tmp_path, batch_size=16, classes=[0, 3], device="cpu")
+
+
+def test_pixel_ddpm_generator_known_answer():
+    # pixel space x ∈ [−1, 1]: class means −0.5 / 0.5 must come out as 0.25 / 0.75 in [0, 1]
+    from ddrepro.pools import PixelDDPMGenerator
+    means = torch.stack([torch.full((3, 8, 8), v) for v in (-0.5, 0.5)])
+    gen = PixelDDPMGenerator(GaussianDenoiser(means, 0.2, make_scheduler("ddpm").alphas_cumprod), num_steps=1000)
+    labels = [0] * 8 + [1] * 8
+    imgs = gen.generate(labels, [derive_seed(2, i) for i in range(16)])
+    assert imgs.shape == (16, 3, 8, 8) and imgs.min() >= 0 and imgs.max() <= 1
+    assert abs(imgs[:8].mean().item() - 0.25) < 0.01 and abs(imgs[8:].mean().item() - 0.75) < 0.01
+    assert abs(imgs[:8].std().item() - 0.1) < 0.01                     # σ 0.2 in [−1,1] = 0.1 in [0,1]
+    assert gen.settings()["cfg_scale"] is None and gen.settings()["num_steps"] == 1000
+
+
+@pytest.fixture
+def fake_zoo(monkeypatch):
+    "The real `ddrepro.zoo` whose `load` returns tiny random models of the zoo's interfaces (for this test only)."
+    import ddrepro.zoo as zoo
+    monkeypatch.setattr(zoo, "load", lambda name, device="cpu", **kw: {"dit": lambda: random_dit("tiny"), "vae": random_vae}[name]())
+    return zoo
+
+
+def test_embedded_dit_and_minimax_pool_generators(fake_zoo, tmp_path, monkeypatch):
+    monkeypatch.setattr(mm, "minimax_cache_dir", lambda *a: tmp_path / "mm")
+    g = load_pool_generator("dit", device="cpu")
+    assert g.class_ids is None and g.cfg_channels is None and g.scheduler_config is None and g.sampler == "ddpm"
+    assert g.assets["dit"]["source"] == "zoo" and g.generate([0, 9], [1, 2]).shape == (2, 3, 16, 16)
+    m = load_pool_generator("minimax", device="cpu", minimax_steps=3, minimax_per_class=8)
+    assert (tmp_path / "mm" / "ema" / "config.json").exists() and m.assets["minimax"]["sha256"]
+    m2 = load_pool_generator("minimax", device="cpu", minimax_steps=3, minimax_per_class=8)   # from the cache
+    assert all(torch.equal(a, b) for a, b in zip(m.model.state_dict().values(), m2.model.state_dict().values()))
+    assert not torch.equal(m.model.proj_out_2.bias, g.model.proj_out_2.bias)
+
+
+def test_ddpm_pool_generator_from_a_local_pipeline_folder(tmp_path):
+    from diffusers import DDPMScheduler
+    from ddrepro.diffusion import random_class_unet
+    from ddrepro.backbones import load_ddpm
+    from ddrepro.pools import POOLS, load_pool_generator
+    from ddrepro.pools import make_pool
+    assert "ddpm" in POOLS
+    random_class_unet(sample_size=8).save_pretrained(tmp_path / "ddpm" / "unet")
+    DDPMScheduler(beta_end=0.03).save_pretrained(tmp_path / "ddpm" / "scheduler")
+    model, sched, asset = load_ddpm(tmp_path / "ddpm")
+    assert sched["beta_end"] == 0.03 and asset.source == "local" and len(asset.sha256) == 64
+    gen = load_pool_generator("ddpm", "cifar10", weights=str(tmp_path / "ddpm"), num_steps=3, device="cpu")
+    assert gen.settings()["kind"] == "pixel_ddpm" and gen.settings()["scheduler_config"]["beta_end"] == 0.03
+    rec = make_pool(gen, class_map("cifar10"), per_class=1, seed=0, out_dir=tmp_path / "pool", batch_size=10, device="cpu")
+    assert rec.params["generator"] == "ddpm" and "ddpm" in rec.assets
+    assert len(list((tmp_path / "pool").glob("*/0.png"))) == 10
+
+
+def test_ddpm_pool_errors(tmp_path, monkeypatch):
+    from ddrepro.diffusion import random_class_unet
+    from ddrepro.backbones import load_ddpm
+    from ddrepro.pools import load_pool_generator
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-ddrepro-hf-home")
+    with pytest.raises(AssetError, match="Ketansomewhere/cifar10_conditional_diffusion1.*generator_weights="):
+        load_pool_generator("ddpm", "cifar10")
+    with pytest.raises(ConfigError, match="pool='ddpm' on fashion_mnist"):
+        load_pool_generator("ddpm", "fashion_mnist")
+    random_class_unet(num_class_embeds=100, sample_size=8).save_pretrained(tmp_path / "c100")
+    with pytest.raises(ConfigError, match="num_class_embeds=100; cifar10 has 10 classes"):
+        load_pool_generator("ddpm", "cifar10", weights=str(tmp_path / "c100"))
+    random_class_unet(num_class_embeds=None, class_embed_type=None).save_pretrained(tmp_path / "uncond")
+    with pytest.raises(AssetError, match="no class embedding"):
+        load_ddpm(tmp_path / "uncond")
