@@ -424,7 +424,8 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 class ClipEncoder:
-    "An open_clip-style model (encode_image on normalised pixels, encode_text on tokens) behind the [0,1]-image interface."
+    """An open_clip-style model (encode_image on normalised pixels, encode_text on tokens) behind the [0,1]-image interface.
+    `encode_image(x, grad=True)` is differentiable with respect to the pixels `x` (guidance losses)."""
     def __init__(self, model, tokenizer, size: int = 224, mean=CLIP_MEAN, std=CLIP_STD, encoder_id: str | None = None):
         import torch
         self.model, self.tokenizer, self.size = model.eval(), tokenizer, int(size)
@@ -445,12 +446,15 @@ class ClipEncoder:
         x = TF.center_crop(x, [self.size, self.size])
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
-    def encode_image(self, x):
-        "(N, 3, H, W) float in [0, 1] → (N, d) float32, L2-normalised."
+    def encode_image(self, x, grad: bool = False):
+        """(N, 3, H, W) float in [0, 1] → (N, d) float32, L2-normalised.
+        `grad=False` (default): under `torch.no_grad()`, nothing returned requires grad (SAS embeddings).
+        `grad=True`: under `torch.enable_grad()` (also inside a `no_grad` sampler), differentiable through the
+        preprocessing (resize, crop, mean/std) and the image tower back to the pixels `x` (give `x` `requires_grad`)."""
         import torch
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             e = self.model.encode_image(self.preprocess(x.to(self._device()))).float()
-        return e / e.norm(dim=-1, keepdim=True)
+            return e / e.norm(dim=-1, keepdim=True)
 
     def encode_text(self, prompts: Sequence[str]):
         "list of M prompts → (M, d) float32, L2-normalised."

@@ -22,10 +22,11 @@ from .data import to_float01
 
 # %% auto #0
 __all__ = ['DIT_CONFIGS', 'random_dit', 'random_vae', 'random_unet', 'random_class_unet', 'make_scheduler', 'step_alphas',
-           'to_eps', 'predict_x0', 'ddim_step', 'ddpm_step', 'model_eps', 'StepContext', 'eval_mode', 'generators_for',
-           'initial_noise', 'denoise', 'decode_latents', 'encode_posterior', 'encode_latents', 'sample_dit',
-           'GaussianDenoiser', 'img2img_timesteps', 'noise_to', 'sample_text', 'sample_pixels', 'noisy_latents',
-           'label_dropout_off', 'drop_labels', 'eps_prediction', 'dit_loss', 'unet_loss', 'ema_update']
+           'to_eps', 'predict_x0', 'ddim_step', 'ddpm_step', 'model_eps', 'Items', 'StepContext', 'eval_mode',
+           'generators_for', 'initial_noise', 'denoise', 'decode_latents', 'encode_posterior', 'encode_latents',
+           'sample_dit', 'GaussianDenoiser', 'img2img_timesteps', 'noise_to', 'sample_text', 'sample_pixels',
+           'noisy_latents', 'label_dropout_off', 'drop_labels', 'eps_prediction', 'denoising_error', 'dit_loss',
+           'unet_loss', 'ema_update', 'unet_features']
 
 # %% ../nbs/02_diffusion.ipynb #1e1b6d4c
 DIT_CONFIGS = {
@@ -204,6 +205,33 @@ def model_eps(model, x_t: torch.Tensor, t: int, cond: dict, uncond: dict | None 
 
 # %% ../nbs/02_diffusion.ipynb #31221f33
 @dataclass
+class Items:
+    """Per-item context of one batch, aligned with it: dataset `labels` (B,), `seeds` (B,), `ids` (B,) within the
+    pool (e.g. "3/17"), and a `payload` dict of per-item values (tensors with a leading B axis, or lists of B)."""
+    labels: torch.Tensor
+    seeds: list
+    ids: list | None = None
+    payload: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.labels = torch.as_tensor(self.labels, dtype=torch.long).reshape(-1)
+        self.seeds = [int(s) for s in self.seeds]
+        B = len(self.labels)
+        if len(self.seeds) != B: raise ConfigError(f"Items: {B} labels but {len(self.seeds)} seeds (one per item)")
+        if self.ids is not None and len(self.ids) != B: raise ConfigError(f"Items: {B} labels but {len(self.ids)} ids")
+        for k, v in self.payload.items():
+            if len(v) != B: raise ConfigError(f"Items: payload {k!r} has {len(v)} entries for {B} items (one per item)")
+
+    def __len__(self) -> int: return len(self.labels)
+
+    def select(self, idx) -> "Items":
+        "The items at positions `idx` (a list of ints), payload included."
+        idx = list(idx)
+        pick = lambda v: v[torch.as_tensor(idx)] if torch.is_tensor(v) else [v[i] for i in idx]
+        return Items(self.labels[idx], [self.seeds[i] for i in idx], None if self.ids is None else [self.ids[i] for i in idx],
+                     {k: pick(v) for k, v in self.payload.items()})
+
+@dataclass
 class StepContext:
     "What a guidance / noise hook may read at one reverse step."
     step: int
@@ -215,6 +243,18 @@ class StepContext:
     generators: list
     decode: Callable | None = None
     extra: dict = field(default_factory=dict)
+    items: Items | None = None
+    eps_fn: Callable | None = None
+    t_prev: int | None = None
+
+    @property
+    def labels(self): return None if self.items is None else self.items.labels
+    @property
+    def item_ids(self): return None if self.items is None else self.items.ids
+    @property
+    def seeds(self): return None if self.items is None else self.items.seeds
+    @property
+    def payload(self) -> dict: return {} if self.items is None else self.items.payload
 
     def randn(self, shape: Sequence[int], device=None) -> torch.Tensor:
         "One N(0, I) draw of `shape` (per image) from each image's own generator, stacked to (B, *shape)."
@@ -244,7 +284,7 @@ def denoise(model, x: torch.Tensor, scheduler, timesteps: Sequence[int], cond: d
             uncond: dict | None = None, cfg_scale: float | None = None, generators: Sequence[torch.Generator],
             eta: float = 0.0, guidance: Callable | None = None, noise: Callable | None = None,
             cfg_channels: int | None = None, decode: Callable | None = None, desc: str = "denoise",
-            extra: dict | None = None, amp: bool = True) -> torch.Tensor:
+            extra: dict | None = None, amp: bool = True, items: Items | None = None) -> torch.Tensor:
     """Run the reverse chain from `x` (B,C,H,W) over `timesteps` (descending) and return the final latents.
 
     `scheduler`: a diffusers `DDIMScheduler` (DDIM step, Eq. 7 / Song Eq. 12 with `eta`) or
@@ -260,10 +300,18 @@ def denoise(model, x: torch.Tensor, scheduler, timesteps: Sequence[int], cond: d
     plan = step_alphas(scheduler, timesteps)
     if model.training:
         raise ConfigError(f"{type(model).__name__} is in training mode (DiT would randomly drop class labels); call model.eval() before sampling")
+    if items is not None and len(items) != x.shape[0]:
+        raise ConfigError(f"{len(items)} items for a batch of {x.shape[0]} images (one per image)")
     need_grad = guidance is not None and getattr(guidance, "requires_grad", False)
+    noise_grad = noise is not None and getattr(noise, "requires_grad", False)
     x = x.float()
     for i, (t, ab, abp) in enumerate(progress(plan, desc=desc)):
-        ctx = StepContext(i, len(plan), t, ab, abp, cond, list(generators), decode, dict(extra or {}))
+        t_prev = plan[i + 1][0] if i + 1 < len(plan) else None
+        def eps_fn(x_in, at=None, t=t, ab=ab):
+            "ε at this step (or at timestep `at`) for this batch's conditioning and CFG."
+            tt, abt = (t, ab) if at is None else (int(at), float(scheduler.alphas_cumprod[int(at)]))
+            return model_eps(model, x_in, tt, cond, uncond, cfg_scale, abt, pred, cfg_channels, amp)[0]
+        ctx = StepContext(i, len(plan), t, ab, abp, cond, list(generators), decode, dict(extra or {}), items, eps_fn, t_prev)
         with torch.set_grad_enabled(need_grad):
             x_in = x.detach().requires_grad_(need_grad)
             eps, var = model_eps(model, x_in, t, cond, uncond, cfg_scale, ab, pred, cfg_channels, amp)
@@ -274,7 +322,9 @@ def denoise(model, x: torch.Tensor, scheduler, timesteps: Sequence[int], cond: d
         else: mean, sigma, _ = ddpm_step(x, eps, ab, abp, var_type, var.detach() if var is not None else None)
         last = i == len(plan) - 1
         if noise is not None and not last:
-            z = noise(i, x, mean, sigma, ctx)
+            with torch.set_grad_enabled(noise_grad):
+                z = noise(i, x, mean, sigma, ctx)
+            z = z.detach().float()
         elif (kind == "ddpm" or eta > 0) and not last:
             z = ctx.randn(x.shape[1:], x.device)
         else:
@@ -328,12 +378,14 @@ def _num_classes(model) -> int | None:
 def sample_dit(model, vae, labels: torch.Tensor | Sequence[int], seeds: Sequence[int], *, num_steps: int = 50,
                cfg_scale: float | None = 4.0, sampler: str = "ddim", eta: float = 0.0, scheduler=None,
                null_class: int | None = None, cfg_channels: int | None = None, guidance=None, noise=None,
-               latents: torch.Tensor | None = None, device=None, desc: str = "DiT", amp: bool = True) -> torch.Tensor:
+               latents: torch.Tensor | None = None, device=None, desc: str = "DiT", amp: bool = True,
+               items: Items | None = None) -> torch.Tensor:
     """Images (B,3,H,W) float in [0,1] (or latents when `vae` is None) for `labels[i]` with `seeds[i]`.
 
     `scheduler`: a diffusers scheduler to use instead of `make_scheduler(sampler)`; `latents`: an
     explicit x_T (B,C,h,w) instead of the seeded noise (the generators still drive step noise);
-    `amp`: bf16 autocast on CUDA (the default; off reproduces fp32 reference scripts)."""
+    `amp`: bf16 autocast on CUDA (the default; off reproduces fp32 reference scripts); `items`: the per-item
+    context the hooks see (default: these labels and seeds)."""
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     labels = torch.as_tensor(labels, dtype=torch.long)
     if len(seeds) != len(labels):
@@ -354,7 +406,7 @@ def sample_dit(model, vae, labels: torch.Tensor | Sequence[int], seeds: Sequence
     with torch.no_grad(), eval_mode(model, vae):
         z = denoise(model, x, sched, sched.timesteps.tolist(), {"class_labels": y}, uncond=uncond, cfg_scale=cfg_scale,
                     generators=gens, eta=eta, guidance=guidance, noise=noise, cfg_channels=cfg_channels,
-                    decode=dec, desc=desc, amp=amp)
+                    decode=dec, desc=desc, amp=amp, items=items if items is not None else Items(labels, seeds))
         return decode_latents(vae, z, amp=amp) if vae is not None else z
 
 # %% ../nbs/02_diffusion.ipynb #4dc97182
@@ -397,11 +449,13 @@ def sample_text(unet, vae, states: torch.Tensor, seeds: Sequence[int], *, uncond
                 scheduler=None, init_images: torch.Tensor | None = None, init_latents: torch.Tensor | None = None,
                 strength: float = 1.0, unet_kwargs: dict | None = None, uncond_kwargs: dict | None = None,
                 guidance=None, noise=None, size: int | None = None, device=None, desc: str = "UNet",
-                amp: bool = True) -> torch.Tensor:
+                amp: bool = True, items: Items | None = None) -> torch.Tensor:
     """Images (B,3,H,W) in [0,1] from a text-conditional UNet: txt2img, or img2img when `init_images`
     (float [0,1]/uint8) or `init_latents` (already scaled) are given with `strength` < 1.
 
-    `states`: (B,L,D) token states; `uncond_states`: (1 or B, L', D) states of the empty/negative prompt.
+    `states`: (B,L,D) token states, one per image (prompts may differ per item); `uncond_states`: (1 or B, L', D)
+    states of the empty/negative prompt; `init_latents` / `init_images` are per image too (D4M / VLCP prototypes);
+    `unet_kwargs` values with a leading B axis are per-image conditioning (unCLIP image embeddings).
     `scheduler`: e.g. `make_scheduler('ddim', pipe.scheduler.config)` for Stable Diffusion."""
     dev = torch.device(device) if device is not None else next(unet.parameters()).device
     B = states.shape[0]
@@ -433,7 +487,7 @@ def sample_text(unet, vae, states: torch.Tensor, seeds: Sequence[int], *, uncond
     dec = (lambda z: decode_latents(vae, z, amp=amp)) if vae is not None else None
     with torch.no_grad(), eval_mode(unet, vae):
         z = denoise(unet, x, sched, timesteps, cond, uncond=uncond, cfg_scale=cfg_scale, generators=gens, eta=eta,
-                    guidance=guidance, noise=noise, decode=dec, desc=desc, amp=amp)
+                    guidance=guidance, noise=noise, decode=dec, desc=desc, amp=amp, items=items)
         return decode_latents(vae, z, amp=amp) if vae is not None else z
 
 # %% ../nbs/02_diffusion.ipynb #48449a97
@@ -491,26 +545,46 @@ def eps_prediction(out: torch.Tensor, channels: int) -> torch.Tensor:
     return out[:, :channels] if out.shape[1] == 2 * channels else out
 
 
+def denoising_error(model, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond: dict,
+                    null_cond: dict | None = None, reduce: str = "element", return_output: bool = False):
+    """‖ε − ε_θ(x_t, t, c)‖² per element (Ho et al. 2020 Eq. 14 before its mean): x_t (B,C,h,w) noised with `noise` (B,C,h,w)
+    at timesteps t (B,); `cond` / `null_cond`: model keyword arguments (`class_labels`, `encoder_hidden_states`, …).
+
+    `reduce`: 'element' → (B,C,h,w); 'location' → (B,h,w), the mean over channels (a per-location map whose mean is
+    the same number). With `null_cond` the conditional and null predictions come from ONE batched forward and the
+    result is (err_cond, err_null). `return_output`: also return the raw model output (B or 2B, C or 2C, h, w)."""
+    if reduce not in ("element", "location"): raise ConfigError(f"reduce={reduce!r}: expected 'element' or 'location'")
+    C = x_t.shape[1]
+    t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0]) if torch.as_tensor(t).dim() == 0 else t
+    if null_cond is not None:
+        x_in, t_in, kw = torch.cat([x_t, x_t]), torch.cat([t, t]), _cat_cond(cond, null_cond)
+    else:
+        x_in, t_in, kw = x_t, t, cond
+    out = model(x_in, timestep=t_in, **kw).sample.float()
+    err = (eps_prediction(out, C) - noise.float().repeat(2 if null_cond is not None else 1, 1, 1, 1)) ** 2
+    if reduce == "location": err = err.mean(1)
+    res = (err[:len(x_t)], err[len(x_t):]) if null_cond is not None else err
+    return (res, out) if return_output else res
+
 def dit_loss(model, latents, labels, scheduler, p_uncond: float = 0.1, null_class: int | None = None, generator=None):
-    """L_simple (Ho et al. Eq. 14) for a class-conditional DiT: latents (N,C,h,w) already multiplied by the VAE's
-    scaling_factor, labels (N,) long in 0..K-1, dropped to `null_class` with probability p_uncond. Returns a scalar."""
+    """L_simple (Ho et al. Eq. 14) for a class-conditional DiT: the mean of `denoising_error`. latents (N,C,h,w) already
+    multiplied by the VAE's scaling_factor, labels (N,) long in 0..K-1, dropped to `null_class` (default: the DiT's
+    null id) with probability p_uncond. Returns a scalar."""
     xt, t, eps = noisy_latents(latents, scheduler, generator)
     null = model.config.num_embeds_ada_norm if null_class is None else null_class
     y = drop_labels(labels, p_uncond, null, generator) if p_uncond > 0 else labels
     with label_dropout_off(model):
-        out = model(xt, t, class_labels=y).sample
-    return F.mse_loss(eps_prediction(out, latents.shape[1]).float(), eps.float())
+        return denoising_error(model, xt, t, eps, {"class_labels": y}).mean()
 
 
 def unet_loss(unet, latents, text_states, scheduler, uncond_states=None, p_uncond: float = 0.1, generator=None):
-    """L_simple for a text-conditional UNet: text_states (N,L,D) from `TextEncoder.encode`; with probability
+    """L_simple for a text-conditional UNet (the mean of `denoising_error`): text_states (N,L,D) from `TextEncoder.encode`; with probability
     p_uncond a sample's states become `uncond_states` (1,L,D), the empty prompt's. Returns a scalar."""
     xt, t, eps = noisy_latents(latents, scheduler, generator)
     if p_uncond > 0:
         drop = (torch.rand(latents.shape[0], generator=generator) < p_uncond).to(latents.device)
         text_states = torch.where(drop[:, None, None], uncond_states.expand_as(text_states), text_states)
-    out = unet(xt, t, encoder_hidden_states=text_states).sample
-    return F.mse_loss(out.float(), eps.float())
+    return denoising_error(unet, xt, t, eps, {"encoder_hidden_states": text_states}).mean()
 
 # %% ../nbs/02_diffusion.ipynb #513076af
 @torch.no_grad()
@@ -518,3 +592,25 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float):
     "θ_ema ← decay·θ_ema + (1 − decay)·θ for every trainable parameter (frozen ones equal their EMA copy already)."
     for pe, p in zip(ema.parameters(), model.parameters()):
         if p.requires_grad: pe.lerp_(p.detach().to(pe.dtype), 1 - decay)
+
+# %% ../nbs/02_diffusion.ipynb #f8198e1d
+@torch.no_grad()
+def unet_features(unet, x_t: torch.Tensor, t: int | torch.Tensor, cond: dict, blocks: Sequence[int] | None = None) -> list[torch.Tensor]:
+    """Outputs of `unet.up_blocks[i]` for i in `blocks` (default: all), in that order, for one forward of x_t (B,C,h,w) at
+    timestep t with conditioning `cond` (e.g. {'encoder_hidden_states': (B,L,D)}); each (B, C_i, h_i, w_i) float32."""
+    n = len(unet.up_blocks)
+    blocks = list(range(n)) if blocks is None else [int(b) for b in blocks]
+    bad = [b for b in blocks if not -n <= b < n]
+    if bad: raise ConfigError(f"blocks={bad}: this UNet has {n} up blocks (0..{n - 1})")
+    feats: dict[int, torch.Tensor] = {}
+    def hook(i):
+        def f(module, args, output): feats[i] = (output[0] if isinstance(output, tuple) else output).float()
+        return f
+    handles = [unet.up_blocks[b].register_forward_hook(hook(b % n)) for b in blocks]
+    try:
+        tt = torch.as_tensor(t, device=x_t.device)
+        with eval_mode(unet):
+            unet(x_t, timestep=tt.expand(x_t.shape[0]) if tt.dim() == 0 else tt, **cond)
+    finally:
+        for h in handles: h.remove()
+    return [feats[b % n] for b in blocks]

@@ -457,9 +457,11 @@ def make_student(cfg: EvalConfig, device: torch.device) -> tuple[nn.Module, Any,
 
 def train_student(cfg: EvalConfig, train_images: torch.Tensor, train_labels: torch.Tensor, test_images: torch.Tensor,
                   test_labels: torch.Tensor, teacher: nn.Module | None = None, seed: int = 0, device: str = "auto",
-                  desc: str | None = None) -> dict:
+                  desc: str | None = None, return_model: bool = False) -> dict | tuple[dict, nn.Module]:
     """Train one student under `cfg` and test it; returns the run: per-epoch test curve, final and best
-    accuracy (fractions in [0,1]), timings (train images/s excludes testing), peak memory."""
+    accuracy (fractions in [0,1]), timings (train images/s excludes testing), peak memory.
+    `return_model=True` returns `(run, model)` instead: the trained student after the last epoch (the one
+    `run['final']` scores), in eval mode on the training device."""
     dev = pick_device(device)
     if cfg.protocol == "soft" and teacher is None: raise ConfigError("the soft protocol needs a teacher (see load_teacher)")
     t_start, cpu_start = time.perf_counter(), time.process_time()
@@ -492,11 +494,12 @@ def train_student(cfg: EvalConfig, train_images: torch.Tensor, train_labels: tor
             eval_s.append(time.perf_counter() - t1)
             curve.append([epoch, acc, float(loss)])
     best = max(curve, key=lambda c: c[1])
-    return dict(seed=seed, curve=curve, final=curve[-1][1], best=best[1], best_epoch=best[0], epochs=cfg.epochs,
-                n_train=n, train_s=round(train_s, 3), images_per_s=round(seen / max(train_s, 1e-9), 1),
-                eval_s=round(float(np.mean(eval_s)), 3), n_test=len(test_labels),
-                wall_s=round(time.perf_counter() - t_start, 3), cpu_s=round(time.process_time() - cpu_start, 3),
-                threads=torch.get_num_threads(), device=str(dev), **peak_memory_mb())
+    run = dict(seed=seed, curve=curve, final=curve[-1][1], best=best[1], best_epoch=best[0], epochs=cfg.epochs,
+               n_train=n, train_s=round(train_s, 3), images_per_s=round(seen / max(train_s, 1e-9), 1),
+               eval_s=round(float(np.mean(eval_s)), 3), n_test=len(test_labels),
+               wall_s=round(time.perf_counter() - t_start, 3), cpu_s=round(time.process_time() - cpu_start, 3),
+               threads=torch.get_num_threads(), device=str(dev), **peak_memory_mb())
+    return (run, model.eval()) if return_model else run
 
 # %% ../nbs/09_evaluate.ipynb #f646b674
 def random_real_subset(real: ImageSet, ipc: int, seed: int = 0, cache_dir: str | os.PathLike | None = None) -> ImageSet:

@@ -130,11 +130,11 @@ def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a @ b.T) / (a.norm(dim=1, keepdim=True) * b.norm(dim=1)[None])
 
 def minimax_pos_loss(x0_c: torch.Tensor, real_mem: torch.Tensor, lam_pos: float = 0.002) -> torch.Tensor:
-    "Representativeness (sas.md §3.3): λ_pos · (1 − min_{i,j} cos(ê_i, z_j^real)); x0_c (n, …), real_mem (m, …)."
+    "Minimax representativeness loss (official `train_dit.py`): λ_pos · (1 − min_{i,j} cos(ê_i, z_j^real)); x0_c (n, …), real_mem (m, …)."
     return lam_pos * (1 - cosine_matrix(x0_c, real_mem).min())
 
 def minimax_neg_loss(x0_c: torch.Tensor, gen_mem: torch.Tensor, lam_neg: float = 0.008) -> torch.Tensor:
-    "Diversity (sas.md §3.3): λ_neg · max_{i,j} cos(ê_i, ê_j^mem); x0_c (n, …), gen_mem (m, …)."
+    "Minimax diversity loss (official `train_dit.py`): λ_neg · max_{i,j} cos(ê_i, ê_j^mem); x0_c (n, …), gen_mem (m, …)."
     return lam_neg * cosine_matrix(x0_c, gen_mem).max()
 
 class ClassMemory:
@@ -296,7 +296,7 @@ def finetune_minimax(model, vae, images: torch.Tensor, labels: torch.Tensor, cfg
 def main(argv: Sequence[str] | None = None):
     "Minimax fine-tuning from the command line (see above); returns the output folder."
     import argparse
-    ap = argparse.ArgumentParser(prog="python -m ddrepro.minimax", description="Minimax fine-tuning of a DiT (sas.md §3.3)")
+    ap = argparse.ArgumentParser(prog="python -m ddrepro.minimax", description="Minimax fine-tuning of a DiT (Gu et al., CVPR 2024)")
     ap.add_argument("--dataset", default="fashion_mnist"); ap.add_argument("--data-root", default=None)
     ap.add_argument("--dit", default="zoo"); ap.add_argument("--vae", default="zoo"); ap.add_argument("--revision", default=None)
     ap.add_argument("--size", type=int, default=None, help="image size fed to the VAE (256 for DiT-XL/2)")

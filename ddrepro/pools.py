@@ -5,7 +5,10 @@
 # %% ../nbs/07_pools.ipynb #0530e4a1
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import inspect
+import json
 import math
 import os
 import time
@@ -18,13 +21,34 @@ from torch import nn
 
 from .core import ConfigError, DataError, RunConfig, RunRecord, derive_seed, pick_device, progress, read_json
 from .data import ImageSet, class_map, save_image
-from .diffusion import _num_classes, make_scheduler, sample_dit, sample_pixels, sample_text
+from .diffusion import Items, _num_classes, make_scheduler, sample_dit, sample_pixels, sample_text
 from .backbones import load_ddpm, load_dit, load_vae
 from .minimax import zoo_minimax
 
 # %% auto #0
-__all__ = ['POOLS', 'DiTGenerator', 'TextGenerator', 'PixelDDPMGenerator', 'pool_items', 'pool_seed', 'make_pool',
-           'pool_image_set', 'load_pool_generator', 'PoolConfig']
+__all__ = ['POOLS', 'hook_identity', 'DiTGenerator', 'TextGenerator', 'PixelDDPMGenerator', 'pool_items', 'pool_seed', 'dist_env',
+           'make_pool', 'pool_image_set', 'load_pool_generator', 'PoolConfig']
+
+# %% ../nbs/07_pools.ipynb #e6c99bec
+def _jsonable(v):
+    if isinstance(v, (str, int, float, bool, type(None))): return v
+    if isinstance(v, (list, tuple)): return [_jsonable(x) for x in v]
+    if isinstance(v, dict): return {str(k): _jsonable(x) for k, x in v.items()}
+    if torch.is_tensor(v):
+        t = v.detach().cpu().contiguous()
+        return f"tensor{tuple(t.shape)}:{hashlib.sha256(t.numpy().tobytes()).hexdigest()[:12]}"
+    return f"<{type(v).__name__}>"
+
+def hook_identity(hook) -> dict | None:
+    "{'name': module.qualname, 'settings': …} of a guidance / noise hook or payload function (None for none)."
+    if hook is None: return None
+    target = hook if (inspect.isfunction(hook) or inspect.ismethod(hook)) else type(hook)
+    name = f"{target.__module__}.{target.__qualname__}"
+    if callable(getattr(hook, "settings", None)): settings = hook.settings()
+    elif target is type(hook) and hasattr(hook, "__dict__"):
+        settings = {k: v for k, v in vars(hook).items() if not k.startswith("_")}
+    else: settings = {}
+    return {"name": name, "settings": _jsonable(settings)}
 
 # %% ../nbs/07_pools.ipynb #31844347
 @dataclass
@@ -45,14 +69,16 @@ class DiTGenerator:
     amp: bool = True
     class_ids: Sequence[int] | None = None
 
-    def generate(self, labels, seeds) -> torch.Tensor:
-        "Float [0,1] images (B,3,H,W) for dataset `labels` (mapped through `class_ids` to the DiT's ids) with per-image `seeds`."
-        labels = torch.as_tensor(labels, dtype=torch.long)
-        if self.class_ids is not None: labels = torch.as_tensor(list(self.class_ids), dtype=torch.long)[labels]
-        return sample_dit(self.model, self.vae, labels, seeds, num_steps=self.num_steps, cfg_scale=self.cfg_scale,
+    def generate(self, labels, seeds, ids=None, payload=None) -> torch.Tensor:
+        """Float [0,1] images (B,3,H,W) for dataset `labels` (mapped through `class_ids` to the DiT's ids) with per-image
+        `seeds`; `ids` / `payload`: the per-item context the hooks see (`ctx.item_ids`, `ctx.payload`). A payload
+        entry `latents` (B,C,h,w) replaces the seeded x_T."""
+        items = Items(labels, seeds, ids, dict(payload or {}))
+        dit_labels = items.labels if self.class_ids is None else torch.as_tensor(list(self.class_ids), dtype=torch.long)[items.labels]
+        return sample_dit(self.model, self.vae, dit_labels, items.seeds, num_steps=self.num_steps, cfg_scale=self.cfg_scale,
                           sampler=self.sampler, eta=self.eta, cfg_channels=self.cfg_channels,
                           scheduler=make_scheduler(self.sampler, self.scheduler_config), guidance=self.guidance,
-                          noise=self.noise, desc=self.name, amp=self.amp)
+                          noise=self.noise, latents=items.payload.get("latents"), desc=self.name, amp=self.amp, items=items)
 
     def to(self, device):
         self.model.to(device); self.vae.to(device); return self
@@ -63,12 +89,13 @@ class DiTGenerator:
                     sampler=self.sampler, eta=self.eta, cfg_channels=self.cfg_channels, amp=self.amp,
                     class_ids=list(self.class_ids) if self.class_ids is not None else None,
                     scheduler_config=dict(self.scheduler_config or {}), num_classes=self.model.config.num_embeds_ada_norm,
-                    guidance=type(self.guidance).__name__ if self.guidance else None,
-                    noise=type(self.noise).__name__ if self.noise else None)
+                    guidance=hook_identity(self.guidance), noise=hook_identity(self.noise))
 
 @dataclass
 class TextGenerator:
-    "Text-conditional UNet generator: one prompt per class (`prompts[label]`), txt2img or img2img."
+    """Text-conditional UNet generator: one prompt per class (`prompts[label]`) or per item (payload `prompt`),
+    txt2img, or img2img from per-item init latents / images (payload `init_latents` / `init_images`, at `strength`).
+    Payload entries `unet.<name>` (B, …) are per-item UNet keyword arguments (unCLIP: `unet.class_labels`)."""
     unet: Any
     vae: Any
     encode: Callable
@@ -83,18 +110,28 @@ class TextGenerator:
     noise: Callable | None = None
     name: str = "unet"
     assets: dict = field(default_factory=dict)
+    strength: float = 1.0
 
-    def generate(self, labels, seeds, init_images=None, init_latents=None, strength: float = 1.0) -> torch.Tensor:
-        "Float [0,1] images for `labels` (prompts by class) with per-image `seeds`; img2img when an init is given."
-        labels = torch.as_tensor(labels).tolist()
+    def prompts_for(self, items: Items) -> list[str]:
+        "Each item's prompt: payload `prompt` when given, else its class prompt."
+        return list(items.payload["prompt"]) if "prompt" in items.payload else [self.prompts[c] for c in items.labels.tolist()]
+
+    def generate(self, labels, seeds, ids=None, payload=None, init_images=None, init_latents=None,
+                 strength: float | None = None) -> torch.Tensor:
+        "Float [0,1] images for `labels` with per-image `seeds`; prompts and inits per item (see the class docstring)."
+        items = Items(labels, seeds, ids, dict(payload or {}))
+        p = items.payload
         dev = next(self.unet.parameters()).device
         with torch.no_grad():
-            states = self.encode([self.prompts[c] for c in labels]).to(dev)
+            states = self.encode(self.prompts_for(items)).to(dev)
             neg = self.encode([self.negative_prompt]).to(dev) if self.cfg_scale is not None else None
-        return sample_text(self.unet, self.vae, states, seeds, uncond_states=neg, num_steps=self.num_steps,
+        kw = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("unet.")}
+        init_latents = p.get("init_latents", init_latents); init_images = p.get("init_images", init_images)
+        return sample_text(self.unet, self.vae, states, items.seeds, uncond_states=neg, num_steps=self.num_steps,
                            cfg_scale=self.cfg_scale, scheduler=make_scheduler(self.sampler, self.scheduler_config),
-                           eta=self.eta, init_images=init_images, init_latents=init_latents, strength=strength,
-                           guidance=self.guidance, noise=self.noise, desc=self.name)
+                           eta=self.eta, init_images=init_images, init_latents=init_latents,
+                           strength=self.strength if strength is None else strength, unet_kwargs=kw or None,
+                           guidance=self.guidance, noise=self.noise, desc=self.name, items=items)
 
     def to(self, device):
         self.unet.to(device); self.vae.to(device); return self
@@ -102,9 +139,8 @@ class TextGenerator:
     def settings(self) -> dict:
         return dict(generator=self.name, kind="text", num_steps=self.num_steps, cfg_scale=self.cfg_scale,
                     sampler=self.sampler, eta=self.eta, negative_prompt=self.negative_prompt,
-                    prompts=list(self.prompts), scheduler_config=dict(self.scheduler_config or {}),
-                    guidance=type(self.guidance).__name__ if self.guidance else None,
-                    noise=type(self.noise).__name__ if self.noise else None)
+                    prompts=list(self.prompts), scheduler_config=dict(self.scheduler_config or {}), strength=self.strength,
+                    guidance=hook_identity(self.guidance), noise=hook_identity(self.noise))
 
 # %% ../nbs/07_pools.ipynb #f6c8f23a
 @dataclass
@@ -118,7 +154,8 @@ class PixelDDPMGenerator:
     name: str = "ddpm"
     assets: dict = field(default_factory=dict)
 
-    def generate(self, labels, seeds) -> torch.Tensor:
+    def generate(self, labels, seeds, ids=None, payload=None) -> torch.Tensor:
+        "Float [0,1] images for `labels` with per-image `seeds` (no hooks: `ids` / `payload` are accepted and unused)."
         return sample_pixels(self.model, labels, seeds, num_steps=self.num_steps, sampler=self.sampler, eta=self.eta,
                              scheduler=make_scheduler(self.sampler, self.scheduler_config), desc=self.name)
 
@@ -139,55 +176,100 @@ def pool_seed(seed: int, folder: str, k: int) -> int:
     "The seed of image k of the class stored in `folder`."
     return derive_seed(seed, "pool", folder, k)
 
+def dist_env(rank: int | None = None, world_size: int | None = None) -> tuple[int, int, int]:
+    "(rank, world_size, local_rank) from the arguments or the RANK / WORLD_SIZE / LOCAL_RANK that torchrun and accelerate set."
+    r = int(os.environ.get("RANK", 0)) if rank is None else int(rank)
+    w = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else int(world_size)
+    if not 0 <= r < w: raise ConfigError(f"rank={r} with world_size={w}: expected 0 ≤ rank < world_size")
+    return r, w, int(os.environ.get("LOCAL_RANK", r))
+
+def _collate(values: list[dict]) -> dict:
+    "Per-item payload dicts → one dict of batch values (tensors stacked, anything else as a list)."
+    keys = set(values[0]) if values else set()
+    for v in values:
+        if set(v) != keys: raise ConfigError(f"payload keys differ between items: {sorted(keys)} vs {sorted(v)}")
+    if not keys: return {}
+    return {k: torch.stack([v[k] for v in values]) if torch.is_tensor(values[0][k]) else [v[k] for v in values] for k in sorted(keys)}
+
 def make_pool(generator, class_map, per_class: int, seed: int, out_dir: str | os.PathLike, *,
               batch_size: int = 32, classes: Sequence[int] | None = None, device: str = "auto",
-              params: dict | None = None, save_workers: int = 2) -> RunRecord:
+              params: dict | None = None, save_workers: int = 2, payload: Callable | None = None,
+              batch_by: str = "items", rank: int | None = None, world_size: int | None = None,
+              merge_timeout_s: float = 7 * 24 * 3600) -> RunRecord | None:
     """Generate (or resume) a pool of `per_class` images per class into `out_dir/<folder>/<k>.png`.
 
-    `generator`: has `generate(labels, seeds)` and `settings()` (`DiTGenerator`, `TextGenerator`);
+    `generator`: has `generate(labels, seeds, ids, payload)` and `settings()` (`DiTGenerator`, `TextGenerator`);
     `classes`: class indices to generate (default all); `save_workers`: threads writing PNGs while the
-    next batch is sampled. Returns the pool's RunRecord."""
+    next batch is sampled; `payload(c, k) -> dict`: per-item values for the generator and its hooks;
+    `batch_by`: 'items' (fixed batches of `batch_size`) or 'class' (one batch per class); `rank` / `world_size`:
+    this process's share (default: from the launcher's environment). Returns the pool's RunRecord (process 0)
+    or None (other processes)."""
     if per_class < 1: raise ConfigError(f"per_class={per_class}: expected at least one image per class")
     if batch_size < 1: raise ConfigError(f"batch_size={batch_size}: expected ≥ 1")
+    if batch_by not in ("items", "class"): raise ConfigError(f"batch_by={batch_by!r}: expected 'items' or 'class'")
+    if payload is not None and not callable(payload): raise ConfigError("payload: expected a function (class index, k) -> dict")
+    rank, world, local = dist_env(rank, world_size)
     out = Path(out_dir)
     items = pool_items(len(class_map), per_class, classes)
     settings = generator.settings()
-    pool_params = {**(params or {}), **dict(dataset=class_map.dataset, per_class=per_class, seed=seed, batch_size=batch_size,
-                                            classes=None if classes is None else list(classes)), **settings}
+    pool_params = {**(params or {}), **dict(dataset=class_map.dataset, per_class=per_class, seed=seed,
+                                            batch_size=per_class if batch_by == "class" else batch_size, batch_by=batch_by,
+                                            classes=None if classes is None else list(classes),
+                                            payload=hook_identity(payload)), **settings}
     old = out / "record.json"
     if old.exists():
         prev = read_json(old).get("params", {})
-        for k in ("dataset", "seed", "batch_size", "generator", "num_steps", "cfg_scale", "sampler", "eta"):
+        for k in ("dataset", "seed", "batch_size", "batch_by", "generator", "num_steps", "cfg_scale", "sampler", "eta",
+                  "guidance", "noise", "payload", "prompts", "strength"):
             if k in prev and prev[k] != pool_params.get(k):
                 raise ConfigError(f"{out}: existing pool was made with {k}={prev[k]!r}, this run has {pool_params.get(k)!r}; "
                                   "use another out_dir or delete the pool")
     path = lambda c, k: out / class_map.folders[c] / f"{k}.png"
-    for stale in out.glob("*/.*.png.*.tmp"): stale.unlink()     # left by a run killed mid-write
+    for stale in out.glob("*/.*.png.*.tmp"):                     # left by a run killed mid-write
+        if world == 1 or time.time() - stale.stat().st_mtime > 60: stale.unlink(missing_ok=True)   # not a live peer's write
     done_before = sum(path(c, k).exists() for c, k in items)
-    rec = RunRecord.start(out, pool_params, kind="pool")
-    rec.seeds.update(pool_seed=f"derive_seed({seed}, 'pool', folder, k)")
-    for name, a in getattr(generator, "assets", {}).items():
-        rec.add_asset(name, **(a.as_dict() if hasattr(a, "as_dict") else a))
+    if world > 1 and device in ("auto", None) and torch.cuda.is_available(): device = f"cuda:{local}"
     dev = pick_device(device)
+    rec = RunRecord.start(out, dict(pool_params, world_size=world), kind="pool") if rank == 0 else None
+    if rec is not None:
+        rec.seeds.update(pool_seed=f"derive_seed({seed}, 'pool', folder, k)")
+        for name, a in getattr(generator, "assets", {}).items():
+            rec.add_asset(name, **(a.as_dict() if hasattr(a, "as_dict") else a))
     if hasattr(generator, "to"): generator.to(dev)
-    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    if batch_by == "class":
+        by_class: dict = {}
+        for c, k in items: by_class.setdefault(c, []).append((c, k))
+        batches = list(by_class.values())
+    else:
+        batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    mine = batches[rank::world]
     made = 0
     from concurrent.futures import ThreadPoolExecutor
-    with rec.stage("generate") as st, ThreadPoolExecutor(max_workers=max(1, save_workers)) as saver:
+    with (rec.stage("generate") if rec is not None else contextlib.nullcontext({})) as st, \
+            ThreadPoolExecutor(max_workers=max(1, save_workers)) as saver:
         t0 = time.perf_counter()
         pending: list = []                     # PNG writes of the previous batch overlap the next batch's sampling
-        for batch in progress(batches, desc=f"pool {class_map.dataset}"):
+        for batch in progress(mine, desc=f"pool {class_map.dataset}" + (f" rank {rank}/{world}" if world > 1 else "")):
             if all(path(c, k).exists() for c, k in batch): continue
             labels = torch.tensor([c for c, _ in batch])
             seeds = [pool_seed(seed, class_map.folders[c], k) for c, k in batch]
-            imgs = generator.generate(labels, seeds).cpu()
+            ids = [f"{class_map.folders[c]}/{k}" for c, k in batch]
+            extra = _collate([payload(c, k) for c, k in batch]) if payload is not None else {}
+            imgs = generator.generate(labels, seeds, ids, extra).cpu()
             for f in pending: f.result()
             pending = [saver.submit(save_image, img, path(c, k)) for (c, k), img in zip(batch, imgs) if not path(c, k).exists()]
             made += len(pending)
         for f in pending: f.result()
+        if rec is None: return None
+        t_wait = time.time()
+        while world > 1 and not all(path(c, k).exists() for c, k in items):       # the other processes' batches
+            if time.time() - t_wait > merge_timeout_s:
+                missing = sum(not path(c, k).exists() for c, k in items)
+                raise DataError(f"{out}: {missing} pool images from other processes missing after {merge_timeout_s} s")
+            time.sleep(1)
         wall = time.perf_counter() - t0
         st.update(images=made, resumed_with=done_before, images_per_s=round(made / wall, 3) if made else None,
-                  device=str(dev))
+                  device=str(dev), processes=world)
     rec.finish(images=len(items), per_class=per_class, num_classes=len(set(c for c, _ in items)))
     return rec
 

@@ -244,7 +244,8 @@ class ImageTower(nn.Module):
 class ImageTextEncoder(nn.Module):
     """open_clip-like image–text encoder: a trained image tower aligned (LiT) to a locked text tower.
     `encode_image(x: float [0,1] (N,3,H,W))` → (N, d) and `encode_text(list[str])` → (M, d), both L2-normalised;
-    `tokenizer` (the text tower's) and `preprocess` (uint8/float image(s) → float [0,1] (N,3,S,S))."""
+    `tokenizer` (the text tower's) and `preprocess` (uint8/float image(s) → float [0,1] (N,3,S,S)).
+    `encode_image(x, grad=True)` is differentiable with respect to the pixels `x` (guidance losses)."""
     def __init__(self, image_tower: ImageTower, text_encoder: TextEncoder, logit_scale: float = 1 / 0.07):
         super().__init__()
         self.visual, self.text = image_tower, text_encoder
@@ -256,9 +257,15 @@ class ImageTextEncoder(nn.Module):
         s = self.visual.config["size"]
         if x.shape[-2:] != (s, s): x = F.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
         return x
-    def encode_image(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        e = self.visual(x)
-        return F.normalize(e, dim=-1) if normalize else e
+    def encode_image(self, x: torch.Tensor, normalize: bool = True, grad: bool | None = None) -> torch.Tensor:
+        """(N, 3, H, W) float [0,1] → (N, d) image embeddings, L2-normalised when `normalize`.
+        `grad=None` (default): autograd follows the caller's mode (as it always has; `train_clip` trains through it).
+        `grad=True`: computed under `torch.enable_grad()` even inside a `no_grad` block (a sampler), so the
+        embedding is differentiable w.r.t. `x`; give `x` `requires_grad` and take `torch.autograd.grad(loss, x)`.
+        `grad=False`: computed under `torch.no_grad()`, nothing returned requires grad."""
+        with contextlib.nullcontext() if grad is None else torch.set_grad_enabled(grad):
+            e = self.visual(x)
+            return F.normalize(e, dim=-1) if normalize else e
     def encode_text(self, texts: Sequence[str], normalize: bool = True) -> torch.Tensor:
         return self.text.embed(texts)  # the locked tower's sentence embeddings are L2-normalised already
 

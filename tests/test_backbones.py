@@ -250,3 +250,61 @@ def test_image_text_encoder_specs(monkeypatch):
 # --- pixel-space class-conditional DDPM (SAS Table 3's CIFAR-10 pool) ------------------------------
 
 
+
+
+# --- gradients through the image–text encoder (CONCORD-style guidance) -----------------------------
+
+class _FakeOpenClip(nn.Module):
+    "open_clip-shaped: `encode_image` on CLIP-normalised 224 px tensors (a strided conv, mean-pooled), `encode_text` on token ids."
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = nn.Conv2d(3, dim, 7, stride=7)
+        self.tok = nn.Embedding(16, dim)
+        with torch.no_grad():
+            for p in self.parameters(): p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+    def encode_image(self, x):
+        return torch.tanh(self.conv(x)).flatten(2).mean(2)
+
+    def encode_text(self, tok):
+        return self.tok(tok).mean(1)
+
+
+def _fake_clip_encoder():
+    from ddrepro.backbones import ClipEncoder
+    return ClipEncoder(_FakeOpenClip(), lambda ps: torch.tensor([[len(p) % 16, 1, 2] for p in ps]))
+
+
+def test_clip_encoder_gradients_reach_the_pixels_when_asked():
+    enc = _fake_clip_encoder()
+    x = (0.25 + 0.5 * torch.rand(2, 3, 40, 48, generator=torch.Generator().manual_seed(1))).requires_grad_(True)
+    t = enc.encode_text(["A photo of a dog", "A photo of a cat"])
+    e = enc.encode_image(x, grad=True)
+    assert e.shape == (2, 8) and e.requires_grad
+    loss = lambda emb: (emb * t).sum()
+    g, = torch.autograd.grad(loss(e), x)
+    assert g.shape == x.shape and torch.isfinite(g).all() and g.abs().sum() > 0
+    assert all(p.grad is None for p in enc.parameters())                      # the CLIP weights are left alone
+    # 40×48 → short side 224 (224×268) → center crop 224: the outermost source columns are cropped away
+    assert g[..., :2].abs().max() == 0 and g[..., -2:].abs().max() == 0
+    assert g[..., 8:40].abs().amax(dim=(0, 1, 2)).min() > 0
+    # the gradient is the derivative: a central difference along a random direction (no clamping for x in [¼, ¾])
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    h = 1e-3
+    with torch.no_grad():
+        fd = (loss(enc.encode_image(x + h * v)) - loss(enc.encode_image(x - h * v))) / (2 * h)
+    torch.testing.assert_close(fd, (g * v).sum(), rtol=2e-2, atol=1e-4)
+    with torch.no_grad():                                                     # inside a sampler's no_grad block
+        assert enc.encode_image(x, grad=True).requires_grad
+
+
+def test_clip_encoder_without_grad_is_unchanged():
+    enc = _fake_clip_encoder()
+    x = torch.rand(3, 3, 32, 32, requires_grad=True)
+    e = enc.encode_image(x, grad=True)
+    for e0 in (enc.encode_image(x), enc.encode_image(x, grad=False)):         # default = grad=False = no_grad
+        assert not e0.requires_grad and e0.grad_fn is None
+        torch.testing.assert_close(e0, e.detach(), rtol=0, atol=0)
+        torch.testing.assert_close(e0.norm(dim=1), torch.ones(3))
+    assert not enc.encode_text(["a", "b"]).requires_grad

@@ -12,7 +12,9 @@ from ddrepro.core import ConfigError, DataError
 from ddrepro.data import (DATASETS, class_map, imagenet1k_classes, load_distilled, load_fashion_mnist, load_real,
                           read_image, save_image, save_image_set)
 
-# (wnid, ImageNet-1K head index, curated CLIP name, raw first synonym) — ../shared/specs/sas.md §4
+# (wnid, ImageNet-1K head index, curated CLIP name, raw first synonym). Label order: the class files of the official
+# Minimax code (misc/*.txt; Gu et al., CVPR 2024) and IDC's misc/class100.txt (Kim et al., ICML 2022). Curated names:
+# open_clip's IMAGENET_CLASSNAMES; raw: the first synonym of the ImageNet-1K label.
 PINNED = {
     "imagewoof": [("n02096294", 193, "Australian Terrier", "Australian terrier"), ("n02093754", 182, "Border Terrier", "Border terrier"),
                   ("n02111889", 258, "Samoyed", "Samoyed"), ("n02088364", 162, "Beagle", "beagle"),

@@ -300,6 +300,31 @@ def test_random_real_subset_deterministic_nested_cached(tmp_path):
         ev.random_real_subset(real, 31, cache_dir=tmp_path)
 
 
+# ---------------------------------------------------------------- the trained student comes back
+@pytest.mark.parametrize("protocol", ["hard", "soft"])
+def test_train_student_returns_the_model_that_scored_the_final_accuracy(protocol):
+    from ddrepro.core import seed_everything
+    train, test = _set(3, size=20), _set(5, size=20, seed=1)          # 20 px: the loop resizes to size 16
+    cfg = ev.eval_config(protocol, "embedded", "fashion_mnist", 3, width=8, size=16, epochs=3, eval_every=1)
+    teacher = TinyTeacher() if protocol == "soft" else None
+    run, model = ev.train_student(cfg, train.images, train.labels, test.images, test.labels, teacher, seed=3,
+                                  device="cpu", return_model=True)
+    assert isinstance(run, dict) and isinstance(model, nn.Module)
+    assert not model.training and {p.device.type for p in model.parameters()} == {"cpu"}
+    # rescored as the loop scores: the test images prepared with cfg.test_resize, the same batch size
+    xt = ev.prepare_images(test.images, cfg.size, cfg.test_resize)
+    logits = st.predict_logits(model, xt, cfg.eval_batch_size, "cpu")
+    assert float((logits.argmax(1) == test.labels).float().mean()) == run["final"]
+    assert not model.training
+    # it is the trained student, not the initial one
+    seed_everything(3)
+    fresh = ev.make_student(cfg, torch.device("cpu"))[0]
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    # the flag changes nothing in the run (same seeds, same arithmetic)
+    plain = ev.train_student(cfg, train.images, train.labels, test.images, test.labels, teacher, seed=3, device="cpu")
+    assert isinstance(plain, dict) and plain["curve"] == run["curve"] and plain["final"] == run["final"]
+
+
 # ---------------------------------------------------------------- runs, records, merging
 def _kw(tmp, **k):
     return dict(dict(preset="embedded", width=8, size=16, epochs=3, eval_every=1, device="cpu", verbose=False, out_dir=tmp), **k)

@@ -1,4 +1,4 @@
-"Tests of ddrepro.pools: generators by name, resumable byte-identical pools, settings that must not mix."
+"Tests of ddrepro.pools: generators by name, resumable byte-identical pools, settings that must not mix, per-item context, processes."
 import os
 import signal
 import subprocess
@@ -25,9 +25,9 @@ POOL_SCRIPT = textwrap.dedent("""
     from ddrepro.pools import DiTGenerator, make_pool
     torch.set_num_threads(1)
     class Slow(DiTGenerator):
-        def generate(self, labels, seeds):
+        def generate(self, labels, seeds, ids=None, payload=None):
             time.sleep(float(sys.argv[2]))
-            return super().generate(labels, seeds)
+            return super().generate(labels, seeds, ids, payload)
     gen = Slow(random_dit("tiny"), random_vae(), num_steps=4, cfg_scale=2.0, name="tiny-dit")
     make_pool(gen, class_map("fashion_mnist"), per_class=3, seed=5, out_dir=sys.argv[1], batch_size=4, device="cpu")
 """)
@@ -139,3 +139,101 @@ def test_ddpm_pool_errors(tmp_path, monkeypatch):
     random_class_unet(num_class_embeds=None, class_embed_type=None).save_pretrained(tmp_path / "uncond")
     with pytest.raises(AssetError, match="no class embedding"):
         load_ddpm(tmp_path / "uncond")
+
+
+# --- per-item context, hooks in the resume key, class batches, several processes ------------------------------------
+
+class SeeItems:
+    "A guidance hook with λ = 0: records (label, item id, seed) of every item at the first step, returns ε unchanged."
+    def __init__(self): self.seen = []
+    def __call__(self, x_t, t, eps, x0_hat, ctx):
+        if ctx.step == 0: self.seen += list(zip(ctx.labels.tolist(), ctx.item_ids, ctx.seeds))
+        return eps
+
+
+def test_guidance_hook_sees_items_and_lambda_zero_pool_is_byte_identical(tmp_path):
+    from ddrepro.pools import pool_seed
+    cm = class_map("fashion_mnist")
+    dit, vae = random_dit("tiny"), random_vae()
+    plain = DiTGenerator(dit, vae, num_steps=3, cfg_scale=2.0, name="tiny-dit")
+    spy = SeeItems()
+    hooked = DiTGenerator(dit, vae, num_steps=3, cfg_scale=2.0, name="tiny-dit", guidance=spy)
+    make_pool(plain, cm, 2, 7, tmp_path / "plain", batch_size=6, device="cpu")
+    make_pool(hooked, cm, 2, 7, tmp_path / "hooked", batch_size=6, device="cpu")
+    assert _pngs(tmp_path / "plain") == _pngs(tmp_path / "hooked")
+    assert sorted(spy.seen) == sorted((c, f"{cm.folders[c]}/{k}", pool_seed(7, cm.folders[c], k)) for c in range(10) for k in range(2))
+    # a guided run never resumes into an unguided pool (and back)
+    with pytest.raises(ConfigError, match="guidance="):
+        make_pool(hooked, cm, 2, 7, tmp_path / "plain", batch_size=6, device="cpu")
+    with pytest.raises(ConfigError, match="guidance="):
+        make_pool(plain, cm, 2, 7, tmp_path / "hooked", batch_size=6, device="cpu")
+
+
+def test_per_item_prompts_and_init_latents(tmp_path):
+    from ddrepro.data import read_image
+    from ddrepro.diffusion import random_unet
+    from ddrepro.pools import TextGenerator, pool_seed
+    cm = class_map("fashion_mnist")
+    te = lambda prompts: torch.stack([torch.full((5, 16), float(len(p)) / 10) for p in prompts])
+    tg = TextGenerator(random_unet(sample_size=8, cross_attention_dim=16), random_vae(), te, ["a shirt"] * 10,
+                       num_steps=4, cfg_scale=None, name="toy-text")
+    prompt = lambda c, k: {"prompt": "a shirt" if k % 2 == 0 else "a long grey woollen shirt"}
+    make_pool(tg, cm, 4, 0, tmp_path / "p", batch_size=5, device="cpu", payload=prompt, classes=[3])
+    im = [read_image(tmp_path / "p" / "3" / f"{k}.png") for k in range(4)]
+    assert not torch.equal(im[0], im[1])                          # one class, two prompts → different images
+    same = tg.generate([3], [pool_seed(0, "3", 2)], ["3/2"], {"prompt": ["a shirt"]})
+    assert torch.equal(read_image(tmp_path / "p" / "3" / "2.png"), (same[0] * 255).round().clamp(0, 255).to(torch.uint8))
+    # per-item init latents (img2img): the init changes the image, the same init and seed repeat it
+    z = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0)) * 3
+    tg.strength = 0.5
+    a = tg.generate([3, 3], [1, 1], payload={"init_latents": z})
+    b = tg.generate([3, 3], [1, 1], payload={"init_latents": torch.stack([z[0], z[0]])})
+    assert not torch.equal(a[0], a[1]) and torch.equal(a[0], b[1])
+    with pytest.raises(ConfigError, match="payload"):
+        make_pool(tg, cm, 2, 0, tmp_path / "q", device="cpu", payload=lambda c, k: {"prompt": "x"} if k else {}, classes=[3])
+
+
+def test_class_batches_and_payload_in_the_resume_key(tmp_path):
+    cm = class_map("fashion_mnist")
+    seen = []
+    class Batches:
+        def __call__(self, x_t, t, eps, x0_hat, ctx):
+            if ctx.step == 0: seen.append((ctx.labels.tolist(), ctx.item_ids))
+            return eps
+    gen = DiTGenerator(random_dit("tiny"), None, num_steps=2, cfg_scale=None, name="tiny-dit", guidance=Batches())
+    gen.vae = random_vae()
+    rec = make_pool(gen, cm, 3, 0, tmp_path / "c", device="cpu", batch_by="class", classes=[2, 5])
+    assert seen == [([2, 2, 2], ["2/0", "2/1", "2/2"]), ([5, 5, 5], ["5/0", "5/1", "5/2"])]
+    assert rec.params["batch_by"] == "class" and rec.params["batch_size"] == 3
+    with pytest.raises(ConfigError, match="batch_size=3, this run has 32|batch_by="):
+        make_pool(gen, cm, 3, 0, tmp_path / "c", device="cpu", classes=[2, 5])
+    make_pool(gen, cm, 1, 0, tmp_path / "p", device="cpu", classes=[0], payload=lambda c, k: {"latents": torch.zeros(4, 8, 8)})
+    with pytest.raises(ConfigError, match="payload="):
+        make_pool(gen, cm, 1, 0, tmp_path / "p", device="cpu", classes=[0])
+
+
+TWO_PROC_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    from ddrepro.diffusion import random_dit, random_vae
+    from ddrepro.data import class_map
+    from ddrepro.pools import DiTGenerator, make_pool
+    torch.set_num_threads(1)
+    gen = DiTGenerator(random_dit("tiny"), random_vae(), num_steps=3, cfg_scale=2.0, name="tiny-dit")
+    make_pool(gen, class_map("fashion_mnist"), per_class=3, seed=4, out_dir=sys.argv[1], batch_size=4, device="cpu",
+              merge_timeout_s=120)
+""")
+
+
+def test_two_processes_make_the_one_process_pool(tmp_path):
+    "torchrun / accelerate launch set RANK and WORLD_SIZE: each process takes every other batch; same bytes as one process."
+    from ddrepro.core import RunRecord
+    script = tmp_path / "pool.py"; script.write_text(TWO_PROC_SCRIPT)
+    env = dict(os.environ, DDREPRO_PROGRESS="0", OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "two")],
+                              env=dict(env, RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r))) for r in (0, 1)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env, timeout=300).returncode == 0
+    a, b = _pngs(tmp_path / "two"), _pngs(tmp_path / "one")
+    assert len(a) == 30 and a == b
+    rec = RunRecord.load(tmp_path / "two")
+    assert rec.status == "complete" and rec.params["world_size"] == 2 and rec.stages["generate"]["images"] < 30

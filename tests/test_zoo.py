@@ -135,3 +135,27 @@ def test_dit_samples_are_recognised_by_the_teacher(teacher):
     assert x.shape == (20, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
     acc = zoo.teacher_accuracy(teacher, x, labels)
     assert acc >= 0.7, acc
+
+
+@pytest.mark.parametrize("which", ["tiny", "shipped"])
+def test_clip_image_embeddings_carry_gradients_to_the_pixels_when_asked(which, test_set):
+    clip = zoo.tiny("clip") if which == "tiny" else zoo.load("clip")
+    x = clip.preprocess(test_set[0][:4]).requires_grad_(True)                 # float [0,1], 32×32
+    t = clip.encode_text(["A photo of a bag", "A photo of a shirt", "A photo of a sneaker", "A photo of a dress"])
+    e = clip.encode_image(x, grad=True)
+    assert e.requires_grad
+    g, = torch.autograd.grad((e * t).sum(), x)                               # d(Σ cos) / d pixels
+    assert g.shape == x.shape and torch.isfinite(g).all() and g.abs().sum() > 0
+    assert all(p.grad is None for p in clip.parameters())                    # autograd.grad leaves the weights alone
+    with torch.no_grad():                                                     # inside a sampler's no_grad block
+        assert clip.encode_image(x, grad=True).requires_grad
+    e0 = clip.encode_image(x, grad=False)
+    assert not e0.requires_grad and e0.grad_fn is None
+    torch.testing.assert_close(e0, e.detach())
+    assert clip.encode_image(x).requires_grad                                 # default: autograd as before (train_clip)
+    with torch.no_grad():
+        assert not clip.encode_image(x).requires_grad
+    # a larger input is resized inside the tower; the gradient still reaches every input pixel's neighbourhood
+    x64 = torch.rand(2, 3, 64, 64, requires_grad=True)
+    g64, = torch.autograd.grad(clip.encode_image(x64, grad=True).sum(), x64)
+    assert torch.isfinite(g64).all() and g64.abs().sum() > 0
