@@ -29,9 +29,9 @@ import torch
 
 # %% auto #0
 __all__ = ['RECORD_NAME', 'DDReproError', 'ConfigError', 'DataError', 'AssetError', 'atomic_write', 'write_json', 'read_json',
-           'file_sha256', 'seed_everything', 'derive_seed', 'pick_device', 'autocast', 'progress', 'project_root',
-           'load_yaml', 'RunConfig', 'config_from_dict', 'load_config', 'config_from_namespace', 'git_info',
-           'package_versions', 'host_info', 'peak_memory_mb', 'RunRecord']
+           'file_sha256', 'seed_everything', 'derive_seed', 'pick_device', 'autocast', 'dist_env', 'LogProgress',
+           'progress', 'project_root', 'load_yaml', 'RunConfig', 'config_from_dict', 'load_config',
+           'config_from_namespace', 'git_info', 'package_versions', 'host_info', 'peak_memory_mb', 'RunRecord']
 
 # %% ../nbs/00_core.ipynb #2557b144
 class DDReproError(Exception):
@@ -139,12 +139,69 @@ def autocast(device: str | torch.device, enabled: bool = True):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
+# %% ../nbs/00_core.ipynb #adecf328
+def dist_env(rank: int | None = None, world_size: int | None = None) -> tuple[int, int, int]:
+    "(rank, world_size, local_rank) from the arguments or the RANK / WORLD_SIZE / LOCAL_RANK that torchrun and accelerate set."
+    r = int(os.environ.get("RANK", 0)) if rank is None else int(rank)
+    w = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else int(world_size)
+    if not 0 <= r < w: raise ConfigError(f"rank={r} with world_size={w}: expected 0 ≤ rank < world_size")
+    return r, w, int(os.environ.get("LOCAL_RANK", r))
+
 # %% ../nbs/00_core.ipynb #2b3c39f3
+class LogProgress:
+    """Iterate `iterable` printing plain-text progress lines (`DDREPRO_PROGRESS=log`): `desc: n/total (p %), t s, ~r s left`,
+    when another `every` fraction is done (at most one a `min_s`), after `every_s` without a line, and at the end."""
+    _depth = 0                        # LogProgress loops running now (nested loops print on the time rule only)
+    _last_line = None                 # clock time of the last line any loop printed
+
+    def __init__(self, iterable: Iterable, desc: str | None = None, total: int | None = None, unit: str = "",
+                 every: float = 0.1, every_s: float = 30.0, min_s: float = 1.0, file=None, clock=time.perf_counter):
+        if total is None:
+            try: total = len(iterable)
+            except TypeError: total = None
+        self.iterable, self.desc, self.total, self.unit = iterable, desc or "progress", total, unit
+        self.every, self.every_s, self.min_s, self.file, self.clock = every, every_s, min_s, file, clock
+
+    def __len__(self): return self.total
+
+    def line(self, n: int, elapsed: float) -> str:
+        "The text of one progress line after `n` items and `elapsed` seconds."
+        u = f" {self.unit}" if self.unit else ""
+        if not self.total: return f"{self.desc}: {n}{u or ' it'}, {elapsed:.1f} s"
+        s = f"{self.desc}: {n}/{self.total}{u} ({100 * n / self.total:.0f} %), {elapsed:.1f} s"
+        if 0 < n < self.total: s += f", ~{elapsed / n * (self.total - n):.0f} s left"
+        return s
+
+    def _print(self, n, now, t0):
+        print(self.line(n, now - t0), file=self.file or sys.stdout, flush=True)
+        LogProgress._last_line = now
+
+    def __iter__(self):
+        outer = LogProgress._depth == 0
+        if outer: LogProgress._last_line = None
+        LogProgress._depth += 1
+        t0 = last = now = self.clock()
+        step = max(1, int(self.total * self.every)) if self.total else None
+        n, shown = 0, 0                   # items done, items done at the last line of this loop
+        try:
+            for x in self.iterable:
+                yield x
+                n += 1
+                now = self.clock()
+                since_any = now - max(last, LogProgress._last_line or last)
+                if n == self.total: continue      # the end line comes after the loop
+                if (outer and step and n - shown >= step and now - last >= self.min_s) or since_any >= self.every_s:
+                    self._print(n, now, t0); last, shown = now, n
+        finally:
+            LogProgress._depth -= 1
+        if n != shown and (shown or (outer and now - t0 >= self.min_s)): self._print(n, now, t0)
+
 def progress(iterable: Iterable, desc: str | None = None, total: int | None = None, **kw):
-    "A tqdm progress bar (notebook-aware), off when the env var `DDREPRO_PROGRESS=0`."
+    "A tqdm progress bar (notebook-aware); plain-text lines with `DDREPRO_PROGRESS=log`, nothing with `DDREPRO_PROGRESS=0`."
+    mode = os.environ.get("DDREPRO_PROGRESS", "1").strip().lower()
+    if mode == "log": return LogProgress(iterable, desc=desc, total=total, unit=kw.get("unit", ""))
     from tqdm.auto import tqdm
-    disable = os.environ.get("DDREPRO_PROGRESS", "1") == "0"
-    return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False, **kw)
+    return tqdm(iterable, desc=desc, total=total, disable=mode == "0", leave=False, **kw)
 
 # %% ../nbs/00_core.ipynb #37d027be
 def project_root(start: str | os.PathLike | None = None) -> Path:

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (ConfigError, DataError, AssetError, pick_device, autocast, progress, derive_seed,
+from .core import (dist_env, ConfigError, DataError, AssetError, pick_device, autocast, progress, derive_seed,
                           seed_everything, write_json, read_json, project_root, peak_memory_mb, RunRecord, RunConfig)
 from .data import ImageSet, ClassMap, class_map, load_distilled, load_real, to_float01
 from .students import STUDENTS, build_student, count_params, norm_stats, predict_logits, Normalized
@@ -568,11 +568,6 @@ def _fingerprint(cfg: EvalConfig, train: ImageSet, test: ImageSet, teacher_desc:
         h.update(flat.cpu().numpy().tobytes()); h.update(str(tuple(img.shape)).encode())
     return h.hexdigest()[:16]
 
-def _dist_env(rank: int | None, world_size: int | None) -> tuple[int, int, int]:
-    r = int(os.environ.get("RANK", 0)) if rank is None else rank
-    w = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
-    return r, w, int(os.environ.get("LOCAL_RANK", r))
-
 def default_eval_dir(cfg: EvalConfig, seed: int, name: str | None = None) -> Path:
     "runs/eval/<name or dataset>_<protocol>_<preset>_<student>_ipc<ipc>_seed<seed>"
     return project_root() / "runs" / "eval" / f"{name or cfg.dataset}_{cfg.protocol}_{cfg.preset}_{cfg.student}_ipc{cfg.ipc}_seed{seed}"
@@ -608,7 +603,7 @@ def _evaluate_set(train, test, protocol, preset, student, repeats, seed, teacher
     cm = train.class_map
     set_ipc = ipc or min(train.per_class())
     cfg = eval_config(protocol, preset, cm.dataset, set_ipc, len(cm), student, repeats=repeats, **overrides)
-    rank, world, local = _dist_env(rank, world_size)
+    rank, world, local = dist_env(rank, world_size)
     if world > 1 and device in ("auto", None) and torch.cuda.is_available(): device = f"cuda:{local}"
     dev = pick_device(device)
     out = Path(out_dir) if out_dir is not None else default_eval_dir(cfg, seed, name)

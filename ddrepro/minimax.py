@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .core import ConfigError, DataError, RunRecord, derive_seed, pick_device, progress
 from .data import load_real
-from .diffusion import drop_labels, ema_update, encode_posterior, label_dropout_off, make_scheduler
+from .diffusion import denoising_error, drop_labels, ema_update, encode_posterior, label_dropout_off, make_scheduler
 from .backbones import Asset, load_dit, load_vae, weights_sha256
 from .core import project_root
 
@@ -95,12 +95,12 @@ def diffusion_loss(model, z0: torch.Tensor, labels: torch.Tensor, t: torch.Tenso
     models), and `x0` (B,C,h,w), the Eq. 8 clean estimate with gradient (Minimax's `output`)."""
     ab = _ab(alphas_cumprod, t, z0)
     zt = (ab.sqrt() * z0 + (1 - ab).sqrt() * noise).float()
-    out = model(zt, timestep=t, class_labels=labels).sample.float()
+    err, out = denoising_error(model, zt, t, noise, {"class_labels": labels}, return_output=True)
     C = z0.shape[1]
     eps, v = (out[:, :C], out[:, C:]) if out.shape[1] == 2 * C else (out, None)
     abf = ab.float()
     x0 = (zt - (1 - abf).sqrt() * eps) / abf.sqrt()
-    mse = ((eps - noise) ** 2).mean(dim=tuple(range(1, z0.dim())))
+    mse = err.mean(dim=tuple(range(1, z0.dim())))                       # the ε-MSE: diffusion.denoising_error
     res = {"mse": mse, "x0": x0, "loss": mse}
     if v is not None:
         ac = alphas_cumprod.to(z0.device, torch.float64)

@@ -19,15 +19,15 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .core import ConfigError, DataError, RunConfig, RunRecord, derive_seed, pick_device, progress, read_json
+from .core import ConfigError, DataError, RunConfig, RunRecord, derive_seed, dist_env, load_config, pick_device, progress, read_json
 from .data import ImageSet, class_map, save_image
 from .diffusion import Items, _num_classes, make_scheduler, sample_dit, sample_pixels, sample_text
 from .backbones import load_ddpm, load_dit, load_vae
 from .minimax import zoo_minimax
 
 # %% auto #0
-__all__ = ['POOLS', 'hook_identity', 'DiTGenerator', 'TextGenerator', 'PixelDDPMGenerator', 'pool_items', 'pool_seed', 'dist_env',
-           'make_pool', 'pool_image_set', 'load_pool_generator', 'PoolConfig']
+__all__ = ['POOLS', 'hook_identity', 'DiTGenerator', 'TextGenerator', 'PixelDDPMGenerator', 'pool_items', 'pool_seed',
+           'make_pool', 'pool_image_set', 'load_pool_generator', 'PoolConfig', 'build_pool', 'main']
 
 # %% ../nbs/07_pools.ipynb #e6c99bec
 def _jsonable(v):
@@ -176,13 +176,6 @@ def pool_seed(seed: int, folder: str, k: int) -> int:
     "The seed of image k of the class stored in `folder`."
     return derive_seed(seed, "pool", folder, k)
 
-def dist_env(rank: int | None = None, world_size: int | None = None) -> tuple[int, int, int]:
-    "(rank, world_size, local_rank) from the arguments or the RANK / WORLD_SIZE / LOCAL_RANK that torchrun and accelerate set."
-    r = int(os.environ.get("RANK", 0)) if rank is None else int(rank)
-    w = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else int(world_size)
-    if not 0 <= r < w: raise ConfigError(f"rank={r} with world_size={w}: expected 0 ≤ rank < world_size")
-    return r, w, int(os.environ.get("LOCAL_RANK", r))
-
 def _collate(values: list[dict]) -> dict:
     "Per-item payload dicts → one dict of batch values (tensors stacked, anything else as a list)."
     keys = set(values[0]) if values else set()
@@ -227,7 +220,6 @@ def make_pool(generator, class_map, per_class: int, seed: int, out_dir: str | os
     path = lambda c, k: out / class_map.folders[c] / f"{k}.png"
     for stale in out.glob("*/.*.png.*.tmp"):                     # left by a run killed mid-write
         if world == 1 or time.time() - stale.stat().st_mtime > 60: stale.unlink(missing_ok=True)   # not a live peer's write
-    done_before = sum(path(c, k).exists() for c, k in items)
     if world > 1 and device in ("auto", None) and torch.cuda.is_available(): device = f"cuda:{local}"
     dev = pick_device(device)
     rec = RunRecord.start(out, dict(pool_params, world_size=world), kind="pool") if rank == 0 else None
@@ -243,6 +235,7 @@ def make_pool(generator, class_map, per_class: int, seed: int, out_dir: str | os
     else:
         batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     mine = batches[rank::world]
+    done_before = sum(path(c, k).exists() for b in mine for c, k in b)     # this process's share that existed already
     made = 0
     from concurrent.futures import ThreadPoolExecutor
     with (rec.stage("generate") if rec is not None else contextlib.nullcontext({})) as st, \
@@ -371,3 +364,31 @@ class PoolConfig(RunConfig):
         import hashlib
         w = "" if not self.generator_weights else "_" + hashlib.sha256(self.generator_weights.encode()).hexdigest()[:8]
         return f"{self.dataset}_{self.generator}{w}_steps{self.num_steps}_cfg{self.cfg_scale:g}_seed{self.seed}"
+
+# %% ../nbs/07_pools.ipynb #39f8e07f
+def build_pool(cfg: PoolConfig, rank: int | None = None, world_size: int | None = None) -> RunRecord | None:
+    "Generate (or resume) the pool `cfg` describes into `cfg.out_dir`; the RunRecord on process 0, None on the others."
+    if cfg.threads > 0: torch.set_num_threads(cfg.threads)
+    cm = class_map(cfg.dataset)
+    gen = load_pool_generator(cfg.generator, cfg.dataset, weights=cfg.generator_weights, vae=cfg.vae,
+                              num_steps=cfg.num_steps, cfg_scale=cfg.cfg_scale, sampler=cfg.sampler, seed=cfg.seed,
+                              device=cfg.device, minimax_steps=cfg.minimax_steps, minimax_per_class=cfg.minimax_per_class,
+                              data_root=cfg.data_root)
+    return make_pool(gen, cm, per_class=cfg.per_class, seed=cfg.seed, out_dir=cfg.out_dir, batch_size=cfg.batch_size,
+                     device=cfg.device, params={k: v for k, v in cfg.to_dict().items() if k != "out_dir"},
+                     rank=rank, world_size=world_size)
+
+def main(argv: Sequence[str] | None = None) -> RunRecord | None:
+    "`python -m ddrepro.pools key=value …` (PoolConfig fields; also under torchrun / accelerate launch)."
+    import sys
+    args = list(sys.argv[1:] if argv is None else argv)
+    bad = [a for a in args if "=" not in a]
+    if bad: raise ConfigError(f"python -m ddrepro.pools: expected key=value arguments (PoolConfig fields), got {bad}")
+    cfg = load_config(PoolConfig, None, **dict(a.split("=", 1) for a in args))
+    rec = build_pool(cfg)
+    if rec is not None: print(f"pool: {rec.results['images']} images in {cfg.out_dir}")
+    return rec
+
+import builtins as _builtins
+if __name__ == "__main__" and not getattr(_builtins, "__IPYTHON__", False):   # `python -m ddrepro.pools …`, not a notebook
+    main()

@@ -5,32 +5,24 @@
 # %% ../nbs/10_sas.ipynb #280e8ed8
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
-import math
 import os
-import shutil
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .data import IMAGE_EXTS, ImageSet, read_image, to_float01
-from .selection import (_np, class_blocks, first_per_class, random_per_class, top_per_class, embed_pool,
-                               embed_images, PoolEmbeddings)
+from .data import read_image, to_float01
+from .selection import (Selection, _np, class_blocks, first_per_class, random_per_class, top_per_class)
 from .pools import POOLS, PoolConfig
-from .core import (AssetError, ConfigError, DataError, RunConfig, atomic_write, derive_seed, load_config,
-                          progress, project_root, write_json)
+from .core import ConfigError, DataError, RunConfig, derive_seed
 
 # %% auto #0
 __all__ = ['NORM_TOL', 'EPS', 'TIE_TOL', 'STREAM_ORDERS', 'NORMS', 'ABLATIONS', 'SELECTORS', 'ALIASES', 'DEFAULT_OPTIONS',
-           'TABLE_COLUMNS', 'SCORES_COLUMNS', 'BASELINES', 'check_embeddings', 'angular_distance', 's_rel', 's_sep',
-           's_margin', 's_div', 'candidate_count', 'Stage1', 'stage1', 'stream_order', 'stage2_select', 'stage2_naive',
-           'sas_select', 's_div_norm', 's_mixed', 'parse_selector', 'Selection', 'score_table', 'select',
-           'write_selection', 'plot_selection_grid', 'plot_score_distributions', 'plot_tsne', 'SASConfig']
+           'TABLE_COLUMNS', 'BASELINES', 'check_embeddings', 'angular_distance', 's_rel', 's_sep', 's_margin', 's_div',
+           'candidate_count', 'Stage1', 'stage1', 'stream_order', 'stage2_select', 'stage2_naive', 'sas_select',
+           's_div_norm', 's_mixed', 'parse_selector', 'score_table', 'select', 'plot_selection_grid',
+           'plot_score_distributions', 'plot_tsne', 'SASConfig']
 
 # %% ../nbs/10_sas.ipynb #36d54e0e
 NORM_TOL = 1e-3   # |‖v‖ − 1| allowed for an "L2-normalised" embedding
@@ -364,29 +356,8 @@ def parse_selector(name: str) -> tuple[str, dict]:
     try: return base, {"lam": float(arg)}
     except ValueError: raise ConfigError(f"selector={name!r}: λ after ':' must be a number") from None
 
-@dataclass
-class Selection:
-    "A selector's result: sorted pool indices (exactly `ipc` per class) and a per-item table (pool order)."
-    selector: str
-    ipc: int
-    indices: np.ndarray
-    table: dict
-    options: dict = field(default_factory=dict)
-
-    def __len__(self) -> int: return len(self.indices)
-    def per_class(self) -> np.ndarray:
-        "Number of selected images of each class index."
-        return np.bincount(self.table["label"][self.indices], minlength=int(self.table["label"].max()) + 1)
-    def rows(self) -> list[dict]:
-        "The table as a list of dicts (one per pool item, with its pool `index`)."
-        return [{"index": i, **{k: self.table[k][i].item() for k in TABLE_COLUMNS}} for i in range(len(self.table["label"]))]
-    def to_pandas(self):
-        "The table as a pandas DataFrame indexed by pool index (needs pandas)."
-        import pandas as pd
-        return pd.DataFrame({k: self.table[k] for k in TABLE_COLUMNS}).rename_axis("index")
-
 def score_table(image_emb, text_emb, labels, selected, candidates=None, score=None) -> dict:
-    "The per-item columns of `TABLE_COLUMNS` for a selection (`selected`: pool indices; `candidates`: (N,) bool or None = all)."
+    "The SAS table: the per-item columns of `TABLE_COLUMNS`, in that order, for a selection (`selected`: pool indices; `candidates`: (N,) bool or None = all)."
     V, T, y = _np(image_emb), _np(text_emb), _np(labels).astype(np.int64)
     N, C = len(y), len(T)
     rel, sep = s_rel(V, T, y), s_sep(V, T, y)
@@ -434,75 +405,9 @@ def select(selector: str, image_emb, text_emb, labels, ipc: int, **options) -> S
     table = score_table(V, T, y, indices, cand, score)
     return Selection(selector=str(selector), ipc=int(ipc), indices=indices, table=table, options=used)
 
-# %% ../nbs/10_sas.ipynb #543ea763
-SCORES_COLUMNS = ("class", "file", "s_rel", "s_sep", "s_margin", "margin_rank", "is_candidate", "is_selected",
-                  "s_div_final", "s_div_static", "label", "pool_index", "score")
-
-def _fmt(v) -> str:
-    if isinstance(v, (bool, np.bool_)): return str(int(v))
-    if isinstance(v, (float, np.floating)): return "" if np.isnan(v) else repr(float(v))
-    return str(v)
-
-def write_selection(out_dir, pool_files: Sequence, labels, class_map, result, image_emb, text_emb,
-                    overwrite: bool = False) -> Path:
-    """Copy the selected pool images to `out_dir/<class folder>/` (exactly IPC files per class, names kept) and write
-    `scores.csv`, `embeddings.npz` and `selection.json` atomically. `result`: a `Selection` or sorted pool indices."""
-    out = Path(out_dir)
-    files = [str(f) for f in pool_files]
-    V, T, y, _ = check_embeddings(image_emb, text_emb, labels, num_classes=len(class_map))
-    if len(files) != len(y):
-        raise DataError(f"pool_files has {len(files)} entries but there are {len(y)} labels / embeddings")
-    if not isinstance(result, Selection):
-        idx = np.sort(_np(result).astype(np.int64))
-        result = Selection("given", int(np.bincount(y[idx]).max()), idx, score_table(V, T, y, idx))
-    elif not np.array_equal(result.table["label"], y):
-        raise DataError("write_selection: `labels` differ from the labels the selection was made with")
-    sel = np.asarray(result.indices, dtype=np.int64)
-    per = np.bincount(y[sel], minlength=len(class_map))
-    if len(set(per.tolist())) != 1:
-        raise DataError(f"selection has {per.tolist()} images per class; expected the same IPC for every class")
-    ipc = int(per[0])
-    dests: dict[int, list[tuple[Path, Path]]] = {c: [] for c in range(len(class_map))}
-    for i in sel.tolist():
-        src = Path(files[i])
-        if src.suffix not in IMAGE_EXTS:
-            raise DataError(f"{src}: pool file {i} is not an image (extension {src.suffix!r}; expected one of {IMAGE_EXTS})")
-        if not src.is_file():
-            raise DataError(f"{src}: selected pool file {i} not found")
-        dests[y[i]].append((src, out / class_map.folders[y[i]] / src.name))
-    for c, pairs in dests.items():
-        names = [d.name for _, d in pairs]
-        if len(set(names)) != len(names):
-            raise DataError(f"class {c} ({class_map.folders[c]}): two selected pool files share a file name; names must be unique within a class")
-        cdir = out / class_map.folders[c]
-        stale = sorted(p for p in cdir.iterdir() if p.suffix in IMAGE_EXTS and p.name not in names) if cdir.is_dir() else []
-        if stale and not overwrite:
-            raise DataError(f"{cdir}: holds {len(stale)} image file(s) not in this selection (e.g. {stale[0].name}); "
-                            "loaders would read them too — use an empty out_dir or overwrite=True")
-        for p in stale: p.unlink()
-        for src, dst in pairs:
-            with open(src, "rb") as fi, atomic_write(dst, "wb") as fo: shutil.copyfileobj(fi, fo)
-        n = sum(1 for p in cdir.iterdir() if p.suffix in IMAGE_EXTS)
-        if n != ipc: raise DataError(f"{cdir}: {n} image files after writing, expected ipc={ipc}")
-    tab = result.table
-    with atomic_write(out / "scores.csv") as f:
-        w = csv.writer(f, lineterminator="\n"); w.writerow(SCORES_COLUMNS)
-        for i in range(len(y)):
-            w.writerow([_fmt(v) for v in (class_map.folders[y[i]], files[i], tab["s_rel"][i], tab["s_sep"][i],
-                        tab["s_margin"][i], tab["margin_rank"][i], tab["is_candidate"][i], tab["is_selected"][i],
-                        tab["s_div_final"][i], tab["s_div_static"][i], y[i], i, tab["score"][i])])
-    with atomic_write(out / "embeddings.npz", "wb") as f:
-        np.savez(f, image_emb=V, text_emb=T, labels=y, files=np.array(files, dtype=str), selected=sel)
-    write_json(out / "selection.json", {"selector": result.selector, "options": result.options, "ipc": ipc,
-               "num_classes": len(class_map), "pool_size": len(y), "pool_per_class": np.bincount(y, minlength=len(class_map)).tolist(),
-               "candidates_per_class": np.bincount(y[tab["is_candidate"]], minlength=len(class_map)).tolist(),
-               "selected": sel.tolist(), "dataset": getattr(class_map, "dataset", None)})
-    return out
-
 # %% ../nbs/10_sas.ipynb #3af07b4e
 def _img(x):
     "A pool image (file path, uint8 or float tensor) as an H×W×3 float array in [0, 1] for imshow."
-    import torch
     x = read_image(x) if isinstance(x, (str, os.PathLike)) else x
     return to_float01(x).permute(1, 2, 0).clamp(0, 1).numpy()
 
@@ -568,14 +473,14 @@ BASELINES = ("first_pool", "random_pool", "random_real")
 
 @dataclass
 class SASConfig(RunConfig):
-    "Parameters of a SAS run (paper §4.1; spec §8–9); `ipc`-dependent sizes are derived, never set by hand."
+    "Parameters of a SAS run (paper §4.1); `ipc`-dependent sizes are derived, never set by hand."
     method: str = "sas"
     ipc: int = 50
     pool: str = "minimax"                  # generator of the image pool: dit | minimax | ddpm (CIFAR-10, Table 3)
     pool_factor: int = 4                   # n: |pool_c| = n × IPC (Table 4)
     keep_ratio: float = 0.5                # p: stage-1 candidate ratio (Fig. 5)
     selector: str = "sas"                  # sas | mixed[:λ] | random | first | A…F (Table 6 rows)
-    order: str = "margin_desc"             # stage-2 stream order (spec A6)
+    order: str = "margin_desc"             # stage-2 stream order (the paper does not fix it)
     encoder: str = "zoo"                   # zoo | open_clip:<arch>:<pretrained> | a local open_clip checkpoint
     prompt_template: str = "A photo of a {classname}"
     class_names: str = "clip"              # ImageNet-derived sets: clip (curated) | raw (synset label)
@@ -615,7 +520,7 @@ class SASConfig(RunConfig):
     def candidates_per_class(self) -> int: return int(candidate_count(self.pool_per_class, self.ipc, self.keep_ratio))
 
     def sizes(self) -> dict:
-        "Per-class sizes derived from `ipc` (spec §9.6)."
+        "Per-class sizes derived from `ipc`: pool n·IPC, candidates m_c, selected IPC."
         return dict(pool=self.pool_per_class, candidates=self.candidates_per_class, selected=self.ipc)
 
     def pool_config(self):

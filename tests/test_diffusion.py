@@ -1,23 +1,13 @@
 "Tests of ddrepro.diffusion: step maths vs diffusers, exact Gaussian sampling, seeds, CFG, hooks, img2img, the VAE pair."
 import math
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from ddrepro.diffusion import random_dit, random_unet, random_vae
 from ddrepro.core import ConfigError, derive_seed
-from ddrepro.data import class_map
 from ddrepro.diffusion import (GaussianDenoiser, ddim_step, ddpm_step, encode_latents, generators_for,
-                               img2img_timesteps, initial_noise, make_scheduler, model_eps, sample_dit, sample_text,
-                               step_alphas, to_eps)
-from ddrepro.pools import DiTGenerator, make_pool
+                               img2img_timesteps, initial_noise, make_scheduler, model_eps, random_dit, random_unet,
+                               random_vae, sample_dit, sample_text, step_alphas, to_eps)
 
 
 def rel_err(a, b):
@@ -235,15 +225,14 @@ def test_img2img_timesteps_sd_vlcp():
 
 
 def test_v_prediction_unet_runs():
-    unet, vae = random_unet(), random_vae()
+    unet = random_unet()
     sched = make_scheduler("ddim", prediction_type="v_prediction")
     out = sample_text(unet, None, torch.randn(1, 5, 16), [1], uncond_states=torch.zeros(1, 5, 16), num_steps=4,
                       scheduler=sched)
     assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
 
 
-# --- pools: resume after a kill is byte-identical ---------------------------------------------------
-
+# --- GPU ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.gpu
 def test_cuda_bf16_sampling_close_to_cpu_fp32():
@@ -259,3 +248,104 @@ def test_cuda_bf16_sampling_close_to_cpu_fp32():
     assert abs(z[labels.repeat(20).cuda() == 1].mean().item() - 2.0) < 0.05
 
 
+
+
+# --- per-item context, hooks with gradients ---------------------------------------------------------------------
+
+def _gauss():
+    from ddrepro.diffusion import GaussianDenoiser
+    means = torch.stack([torch.full((4, 8, 8), v) for v in (-1.0, 0.5, 2.0)])
+    return GaussianDenoiser(means, 0.5, make_scheduler("ddpm").alphas_cumprod)
+
+
+def test_hooks_receive_labels_item_ids_seeds_and_payload(tiny):
+    from ddrepro.diffusion import Items
+    dit, _ = tiny
+    seen = []
+    def spy(x_t, t, eps, x0_hat, ctx):
+        seen.append((ctx.step, ctx.labels.tolist(), ctx.item_ids, ctx.seeds, ctx.payload["tag"]))
+        return eps
+    items = Items([3, 1], [21, 22], ids=["3/0", "1/4"], payload={"tag": ["a", "b"]})
+    a = sample_dit(dit, None, [3, 1], [21, 22], num_steps=3, guidance=spy, items=items)
+    assert seen == [(i, [3, 1], ["3/0", "1/4"], [21, 22], ["a", "b"]) for i in range(3)]
+    assert torch.equal(a, sample_dit(dit, None, [3, 1], [21, 22], num_steps=3))     # λ = 0: unchanged
+    with pytest.raises(ConfigError, match="3 items for a batch of 2"):
+        sample_dit(dit, None, [3, 1], [21, 22], num_steps=2, items=Items([0, 1, 2], [1, 2, 3]))
+
+
+def test_noise_hook_takes_gradient_steps_inside_the_no_grad_sampler():
+    from ddrepro.diffusion import predict_x0
+    gauss = _gauss()
+    grad_modes = []
+    class Towards:
+        requires_grad = True
+        def __call__(self, step, x_t, mean, sigma, ctx):
+            grad_modes.append(torch.is_grad_enabled())
+            z = ctx.randn(x_t.shape[1:]).requires_grad_(True)
+            opt = torch.optim.Adam([z], lr=0.3)
+            for _ in range(3):
+                x_prev = mean + sigma * z
+                loss = ((predict_x0(x_prev, ctx.eps_fn(x_prev, ctx.t_prev), ctx.alpha_bar_prev) - 1.0) ** 2).mean()
+                opt.zero_grad(); loss.backward(); opt.step()
+            return z
+    lab, seeds = [0] * 16, list(range(16))                                  # class 0: data mean −1
+    plain = sample_dit(gauss, None, lab, seeds, num_steps=20, cfg_scale=None, sampler="ddpm")
+    opt = sample_dit(gauss, None, lab, seeds, num_steps=20, cfg_scale=None, sampler="ddpm", noise=Towards())
+    assert abs(plain.mean().item() + 1) < 0.15
+    assert opt.mean().item() > plain.mean().item() + 0.5                   # moved toward the target +1
+    assert grad_modes and all(grad_modes) and not opt.requires_grad
+
+
+# --- denoising error, UNet feature taps, the VAE pair -----------------------------------------------------------
+
+def test_denoising_error_mean_is_the_dit_loss_and_cond_equal_null_gives_zero_difference(tiny):
+    import torch.nn.functional as F
+    from ddrepro.diffusion import denoising_error, dit_loss, noisy_latents
+    dit, _ = tiny
+    sch = make_scheduler("ddpm")
+    z0, y = torch.randn(5, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 3, 4])
+    xt, t, eps = noisy_latents(z0, sch, torch.Generator().manual_seed(1))
+    err = denoising_error(dit, xt, t, eps, {"class_labels": y})
+    assert err.shape == (5, 4, 8, 8)
+    ref = F.mse_loss(dit(xt, timestep=t, class_labels=y).sample.float(), eps)      # computed independently
+    assert abs(err.mean().item() - ref.item()) < 1e-6
+    assert abs(dit_loss(dit, z0, y, sch, 0.0, generator=torch.Generator().manual_seed(1)).item() - ref.item()) < 1e-6
+    loc = denoising_error(dit, xt, t, eps, {"class_labels": y}, reduce="location")
+    assert loc.shape == (5, 8, 8) and torch.allclose(loc, err.mean(1))
+    c, n = denoising_error(dit, xt, t, eps, {"class_labels": y}, {"class_labels": y})
+    assert (c - n).abs().max().item() == 0.0
+    c, n = denoising_error(dit, xt, t, eps, {"class_labels": y}, {"class_labels": torch.full_like(y, 10)})
+    assert torch.allclose(c, err, atol=1e-6) and not torch.allclose(c, n)
+
+
+def test_unet_feature_taps_on_the_zoo_unet():
+    from ddrepro import zoo
+    from ddrepro.diffusion import unet_features
+    unet, te = zoo.load("unet"), zoo.load("text_encoder")
+    states = te.encode(["A photo of a Bag", "A photo of a Sandal"])
+    x = torch.randn(2, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size, generator=torch.Generator().manual_seed(0))
+    feats = unet_features(unet, x, 261, {"encoder_hidden_states": states})
+    n = len(unet.up_blocks)
+    assert len(feats) == n
+    chans = list(reversed(unet.config.block_out_channels))
+    for i, f in enumerate(feats):
+        assert f.shape[:2] == (2, chans[i]) and f.dtype == torch.float32 and torch.isfinite(f).all()
+    assert feats[-1].shape[-1] == unet.config.sample_size                    # the last up block is at full latent size
+    assert all(len(b._forward_hooks) == 0 for b in unet.up_blocks)
+    again = unet_features(unet, x, 261, {"encoder_hidden_states": states}, blocks=[1])
+    assert torch.equal(again[0], feats[1])
+
+
+def test_encode_latents_is_the_posterior_mean_or_sample_times_the_scale():
+    from ddrepro.diffusion import encode_latents, encode_posterior
+    vae = random_vae()
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    mean, std = encode_posterior(vae, x)
+    sf = vae.config.scaling_factor
+    assert torch.equal(encode_latents(vae, x), mean * sf)
+    gens = generators_for([1, 2, 3])
+    eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators_for([1, 2, 3])])
+    assert torch.allclose(encode_latents(vae, x, gens), (mean + std * eps) * sf)
+    assert torch.equal(encode_latents(vae, (x * 255).round().to(torch.uint8)), encode_latents(vae, (x * 255).round() / 255))
+    with pytest.raises(Exception, match=r"in \[0,1\]"):
+        encode_posterior(vae, x * 2 - 1)

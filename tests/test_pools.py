@@ -12,9 +12,8 @@ import torch
 
 from ddrepro.core import AssetError, ConfigError, derive_seed
 from ddrepro.data import class_map
-from ddrepro.diffusion import GaussianDenoiser, make_scheduler, random_class_unet, random_dit, random_vae, sample_dit
-from ddrepro.backbones import load_ddpm
-from ddrepro.pools import POOLS, DiTGenerator, PixelDDPMGenerator, load_pool_generator, make_pool
+from ddrepro.diffusion import GaussianDenoiser, make_scheduler, random_dit, random_vae
+from ddrepro.pools import DiTGenerator, load_pool_generator, make_pool
 import ddrepro.minimax as mm
 
 
@@ -237,3 +236,22 @@ def test_two_processes_make_the_one_process_pool(tmp_path):
     assert len(a) == 30 and a == b
     rec = RunRecord.load(tmp_path / "two")
     assert rec.status == "complete" and rec.params["world_size"] == 2 and rec.stages["generate"]["images"] < 30
+
+
+@pytest.mark.slow
+def test_torchrun_command_line_splits_a_pool_over_two_processes(tmp_path):
+    "`torchrun --nproc_per_node 2 -m ddrepro.pools key=value …` gives the same PNGs as `python -m ddrepro.pools …`."
+    env = dict(os.environ, DDREPRO_PROGRESS="0", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    args = ["generator=dit", "ipc=1", "pool_factor=3", "num_steps=3", "batch_size=4", "device=cpu"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "ddrepro.pools", *args, f"out_dir={tmp_path / 'two'}"], env=env, timeout=300,
+                         capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = subprocess.run([sys.executable, "-m", "ddrepro.pools", *args, f"out_dir={tmp_path / 'one'}"], env=env, timeout=300)
+    assert one.returncode == 0
+    a, b = _pngs(tmp_path / "two"), _pngs(tmp_path / "one")
+    assert len(a) == 30 and a == b
+    from ddrepro.core import RunRecord
+    r2, r1 = RunRecord.load(tmp_path / "two"), RunRecord.load(tmp_path / "one")
+    assert r2.params["world_size"] == 2 and r2.stages["generate"]["processes"] == 2 and r1.stages["generate"]["images"] == 30
+    assert r2.assets["dit"]["sha256"] == r1.assets["dit"]["sha256"]

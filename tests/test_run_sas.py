@@ -38,7 +38,10 @@ def test_run_sas_embedded_smoke(tmp_path):
     assert load_distilled(out / "distilled", class_map("fashion_mnist"), 2, exact=True).per_class() == [2] * 10
     scores = pd.read_csv(out / "distilled" / "scores.csv")
     assert len(scores) == 40 and scores.is_selected.sum() == 20
+    assert list(scores.columns[:4]) == ["class", "file", "label", "pool_index"] and "s_margin" in scores
     assert (out / "distilled" / "embeddings.npz").exists()
+    meta = json.loads((out / "distilled" / "selection.json").read_text())
+    assert meta["selector"] == "sas" and meta["ipc"] == 2 and meta["selected"] == scores.pool_index[scores.is_selected == 1].tolist()
     assert {"generator/dit", "generator/vae", "encoder/clip", "pool"} <= set(rec["assets"])
 
 

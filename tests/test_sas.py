@@ -1,9 +1,9 @@
-"""Unit tests of ddrepro.sas: Eqs. 4-9 on hand-computed 2-3-d examples, stage 1/2 invariants (spec §14),
-the Table 6 selectors, bad input, write_selection, the embedding cache and the paper-number CSVs."""
+"""Unit tests of ddrepro.sas: Eqs. 4-9 on hand-computed 2-3-d examples, stage 1/2 invariants, the Table 6
+selectors, bad input, SAS's score table on disk (through ddrepro.selection.write_selection), the CLIP encoder and
+the paper-number CSVs. The generic writer, baselines and embedding cache are tested in test_selection.py."""
 import csv
-import hashlib
+import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from ddrepro.core import ConfigError, DataError
-from ddrepro.data import ImageSet, class_map, load_distilled, save_image
+from ddrepro.data import class_map, load_distilled, save_image
 from ddrepro.backbones import CLIP_MEAN, CLIP_STD, ClipEncoder
-from ddrepro.selection import class_blocks, embed_pool, first_per_class, random_per_class, top_per_class
-from ddrepro.sas import (ABLATIONS, SCORES_COLUMNS, Selection, angular_distance, candidate_count, check_embeddings,
-                         parse_selector, s_div, s_div_norm, s_margin, s_mixed, s_rel, s_sep, sas_select, select,
-                         stage1, stage2_naive, stage2_select, stream_order, write_selection)
+from ddrepro.selection import (Selection, class_blocks, embed_pool, first_per_class, random_per_class,
+                               select_baseline, top_per_class, write_selection)
+from ddrepro.sas import (ABLATIONS, TABLE_COLUMNS, angular_distance, candidate_count, check_embeddings, parse_selector,
+                         s_div, s_div_norm, s_margin, s_mixed, s_rel, s_sep, sas_select, score_table, select, stage1,
+                         stage2_naive, stage2_select, stream_order)
 
 ROOT = Path(__file__).resolve().parents[1]
 C0 = math.acos(1 - 1e-6)                    # Eq. 4 clamp: angle between identical vectors
@@ -358,137 +359,59 @@ class _CM:
     folders = ("n0", "n1", "n2")
     names = ("zero", "one", "two")
     def __len__(self): return 3
-    def prompts(self, template="A photo of a {}"): return [template.format(n) for n in self.names]
 
 
 def _pool_files(root, y):
     return [save_image(torch.full((3, 4, 4), (i % 7) / 7), root / f"c{y[i]}" / f"{i}.png") for i in range(len(y))]
 
 
-def test_write_selection_layout_and_scores(tmp_path):
+def test_sas_selection_on_disk(tmp_path):
     V, T, y = synth_pool(C=3, n=12, seed=14)
     files = _pool_files(tmp_path / "pool", y)
     res = select("sas", V, T, y, 3)
-    out = write_selection(tmp_path / "sel", files, y, _CM(), res, V, T)
+    assert list(res.table) == list(TABLE_COLUMNS)
+    out = write_selection(tmp_path / "sel", files, _CM(), res, arrays=dict(image_emb=V, text_emb=T))
     for c, folder in enumerate(_CM.folders):
         got = sorted(p.name for p in (out / folder).iterdir())
         assert got == sorted(f"{i}.png" for i in res.indices if y[i] == c)
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == list(SCORES_COLUMNS)
-    assert list(SCORES_COLUMNS[:8]) == ["class", "file", "s_rel", "s_sep", "s_margin", "margin_rank", "is_candidate", "is_selected"]
+    assert list(rows[0]) == ["class", "file", "label", "pool_index", "s_rel", "s_sep", "s_margin", "margin_rank",
+                             "is_candidate", "is_selected", "s_div_final", "s_div_static", "score"]
     assert len(rows) == len(y)
     assert [int(r["pool_index"]) for r in rows if r["is_selected"] == "1"] == res.indices.tolist()
     assert sum(r["is_candidate"] == "1" for r in rows) == 18
-    np.testing.assert_allclose([float(r["s_margin"]) for r in rows], res.table["s_margin"])
+    for k in ("s_rel", "s_sep", "s_margin", "s_div_final", "s_div_static"):              # exact: floats by repr
+        assert [float(r[k]) for r in rows] == res.table[k].tolist(), k
+    assert [int(r["margin_rank"]) for r in rows] == res.table["margin_rank"].tolist()
+    assert all(r["score"] == "" for r in rows)                                         # SAS ranks by no single score
     assert rows[0]["class"] == "n0" and rows[0]["file"] == str(files[0])
     z = np.load(out / "embeddings.npz")
     assert np.array_equal(z["image_emb"], V) and np.array_equal(z["text_emb"], T) and np.array_equal(z["labels"], y)
-    assert not [p for p in tmp_path.rglob("*.tmp")]
-    # a plain index array works too
-    write_selection(tmp_path / "sel2", files, y, _CM(), res.indices, V, T)
-    assert (tmp_path / "sel2" / "scores.csv").exists()
+    meta = json.loads((out / "selection.json").read_text())
+    assert meta["candidates_per_class"] == [6, 6, 6] and meta["options"]["keep_ratio"] == 0.5
+    assert meta["selected"] == res.indices.tolist() and meta["ipc"] == 3
+    # SAS's score table for given indices (e.g. another selector's) is written the same way
+    given = Selection("given", 3, res.indices, score_table(V, T, y, res.indices))
+    write_selection(tmp_path / "sel2", files, _CM(), given, arrays=dict(image_emb=V, text_emb=T))
+    assert json.loads((tmp_path / "sel2" / "selection.json").read_text())["candidates_per_class"] == [12, 12, 12]
 
 
-def test_write_selection_is_loadable_with_exactly_ipc(tmp_path):
+def test_sas_selection_is_loadable_with_exactly_ipc(tmp_path):
     cm = class_map("fashion_mnist")
     V, T, y = synth_pool(C=10, n=8, seed=15)
     files = _pool_files(tmp_path / "pool", y)
-    res = select("sas", V, T, y, 2)
-    write_selection(tmp_path / "sel", files, y, cm, res, V, T)
+    write_selection(tmp_path / "sel", files, cm, select("sas", V, T, y, 2), arrays=dict(image_emb=V, text_emb=T))
     ds = load_distilled(tmp_path / "sel", cm, ipc=2, exact=True)
     assert ds.per_class() == [2] * 10
 
 
-def test_write_selection_refuses_stale_images_and_bad_input(tmp_path):
-    V, T, y = synth_pool(C=3, n=12, seed=16)
-    files = _pool_files(tmp_path / "pool", y)
-    a, b = select("sas", V, T, y, 3), select("first", V, T, y, 3)
-    write_selection(tmp_path / "sel", files, y, _CM(), a, V, T)
-    write_selection(tmp_path / "sel", files, y, _CM(), a, V, T)                    # idempotent
-    with pytest.raises(DataError, match="not in this selection"):
-        write_selection(tmp_path / "sel", files, y, _CM(), b, V, T)
-    write_selection(tmp_path / "sel", files, y, _CM(), b, V, T, overwrite=True)
-    assert sorted(p.name for p in (tmp_path / "sel" / "n0").iterdir()) == ["0.png", "1.png", "2.png"]
-    with pytest.raises(DataError, match="pool_files has 35 entries"):
-        write_selection(tmp_path / "x", files[:-1], y, _CM(), a, V, T)
-    with pytest.raises(DataError, match="images per class"):
-        write_selection(tmp_path / "x", files, y, _CM(), a.indices[1:], V, T)
-    i, j = a.indices[:2]                                                           # two selected images of class 0
-    assert y[i] == y[j] == 0
-    same = list(files)
-    same[i] = save_image(torch.zeros(3, 4, 4), tmp_path / "pool" / "s1" / "same.png")
-    same[j] = save_image(torch.ones(3, 4, 4), tmp_path / "pool" / "s2" / "same.png")
-    with pytest.raises(DataError, match="share a file name"):
-        write_selection(tmp_path / "y", same, y, _CM(), a, V, T)
-    bad = list(files); bad[i] = tmp_path / "pool" / "missing.png"
-    with pytest.raises(DataError, match="missing.png: selected pool file"):
-        write_selection(tmp_path / "y", bad, y, _CM(), a, V, T)
-
-
-# ---------------------------------------------------------------- embed_pool
-class ToyEncoder(torch.nn.Module):
-    encoder_id = "toy-v1"
-
-    def __init__(self, d=16):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.proj = torch.nn.Parameter(torch.randn(48, d, generator=g), requires_grad=False)
-        self.calls = 0
-
-    def encode_image(self, x):
-        self.calls += 1
-        assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
-        return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) @ self.proj * 3.0   # not normalised
-
-    def encode_text(self, prompts):
-        seeds = [int(hashlib.md5(p.encode()).hexdigest()[:8], 16) for p in prompts]
-        return torch.stack([torch.randn(self.proj.shape[1], generator=torch.Generator().manual_seed(s)) for s in seeds])
-
-
-def test_embed_pool_folder_cache_and_selection(tmp_path):
-    cm = class_map("fashion_mnist")
-    g = torch.Generator().manual_seed(0)
-    for c in cm.folders:
-        for k in range(5):
-            save_image(torch.rand(3, 8, 8, generator=g), tmp_path / c / f"{k}.png")
-    enc = ToyEncoder()
-    pe = embed_pool(tmp_path, enc, cm, batch_size=8)
-    assert pe.image_emb.shape == (50, 16) and pe.text_emb.shape == (10, 16) and pe.image_emb.dtype == np.float32
-    assert pe.labels.tolist() == np.repeat(np.arange(10), 5).tolist()
-    assert pe.files[:2] == [str(tmp_path / "0" / "0.png"), str(tmp_path / "0" / "1.png")]
-    assert pe.prompts[0] == "A photo of a t-shirt" and not pe.from_cache and enc.calls == 7
-    check_embeddings(pe.image_emb, pe.text_emb, pe.labels, ipc=2)                  # normalised by embed_pool
-    again = embed_pool(tmp_path, enc, cm, batch_size=8)
-    assert again.from_cache and enc.calls == 7 and np.array_equal(again.image_emb, pe.image_emb)
-    assert Path(again.cache_path).parent == tmp_path and Path(again.cache_path).name.startswith(".sas_embeddings-toy-v1-")
-    assert not embed_pool(tmp_path, enc, cm, template="a {}").from_cache          # other prompts → other key
-    assert not embed_pool(tmp_path, enc, cm, encoder_id="other").from_cache       # other encoder → other key
-    save_image(torch.rand(3, 8, 8, generator=g), tmp_path / "4" / "9.png")         # pool changed → re-encode
-    fresh = embed_pool(tmp_path, enc, cm)
-    assert not fresh.from_cache and len(fresh.labels) == 51
-    sel = sas_select(fresh.image_emb, fresh.text_emb, fresh.labels, 2)
-    assert np.bincount(fresh.labels[sel]).tolist() == [2] * 10
-    (tmp_path / "7" / "0.png").unlink(); [p.unlink() for p in (tmp_path / "7").iterdir()]
-    with pytest.raises(DataError, match="pool folder of class 7 .* has no images"):
-        embed_pool(tmp_path, enc, cm)
-    (tmp_path / "7").rmdir()
-    with pytest.raises(DataError, match="pool folder of class 7 \\(Sneaker\\) missing"):
-        embed_pool(tmp_path, enc, cm)
-
-
-def test_embed_pool_imageset_in_memory(tmp_path):
-    cm = class_map("fashion_mnist")
-    g = torch.Generator().manual_seed(1)
-    imgs = (torch.rand(20, 3, 8, 8, generator=g) * 255).to(torch.uint8)
-    ds = ImageSet(cm, torch.arange(10).repeat(2), images=imgs)
-    enc = ToyEncoder()
-    pe = embed_pool(ds, enc, batch_size=6, cache_dir=tmp_path)
-    assert pe.files is None and pe.image_emb.shape == (20, 16) and enc.calls == 4
-    assert embed_pool(ds, enc, batch_size=6, cache_dir=tmp_path).from_cache
-    assert not embed_pool(ds, enc, cache=False).from_cache
-    with pytest.raises(ConfigError, match="needs class_map"):
-        embed_pool(tmp_path, enc)
+def test_sas_random_and_first_match_the_baselines():
+    V, T, y = synth_pool(C=4, n=20, seed=16)
+    for seed in (0, 3):
+        assert np.array_equal(select("random", V, T, y, 5, seed=seed).indices,
+                              select_baseline("random", None, y, 5, seed=seed).indices)
+    assert np.array_equal(select("first", V, T, y, 5).indices, select_baseline("first", None, y, 5).indices)
 
 
 class _FakeClip(torch.nn.Module):
