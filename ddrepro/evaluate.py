@@ -36,7 +36,7 @@ __all__ = ['BEST_LABEL', 'hard_epochs', 'multistep_milestones', 'rded_lr_factor'
            'shuffle_patches', 'soft_kl', 'EvalConfig', 'eval_config', 'check_sets', 'take_ipc', 'prepare_images',
            'augment_batch', 'train_step', 'make_student', 'train_student', 'random_real_subset', 'merge_runs',
            'default_eval_dir', 'torch_threads', 'evaluate_set', 'evaluate_sets', 'results_table', 'evaluate_folder',
-           'EvalRunConfig', 'main']
+           'EvalSettings', 'EvalRunConfig', 'main']
 
 # %% ../nbs/09_evaluate.ipynb #b34322b2
 def hard_epochs(ipc: int, num_classes: int = 10, dataset: str = "") -> int:
@@ -671,8 +671,8 @@ def _evaluate_job(train, test, kw: dict) -> tuple[dict, str]:
     return r, buf.getvalue()
 
 def evaluate_sets(sets: dict, test, students: Sequence[str], protocol: str = "hard", preset: str = "embedded",
-                  repeats: int | None = None, seed: int = 0, teacher: Any = None, out_dir: str | os.PathLike | None = None,
-                  device: str = "auto", workers: int = 1, **overrides) -> list[dict]:
+                  repeats: int | None = None, seed: int = 0, teacher: Any = None, teacher_arch: str | None = None,
+                  out_dir: str | os.PathLike | None = None, device: str = "auto", workers: int = 1, **overrides) -> list[dict]:
     """Evaluate each set of `sets` (`{(method, selector) or name: ImageSet}`) with each student on `test`;
     one record per set × student under `out_dir/<method>[_<selector>]_<student>/`. Returns the result rows.
 
@@ -686,7 +686,7 @@ def evaluate_sets(sets: dict, test, students: Sequence[str], protocol: str = "ha
             name = f"{method}" + (f"_{selector}" if selector else "") + f"_{student}"
             od = Path(out_dir) / name.replace(":", "") if out_dir is not None else None
             kw = dict(protocol=protocol, preset=preset, student=student, repeats=repeats, seed=seed, teacher=teacher,
-                      out_dir=od, device=device, name=name, **overrides)
+                      teacher_arch=teacher_arch, out_dir=od, device=device, name=name, **overrides)
             jobs.append((method, selector, s, kw))
     workers = max(1, min(int(workers), len(jobs), os.cpu_count() or 1))
     if workers > 1 and pick_device(device).type == "cpu":
@@ -742,25 +742,40 @@ def evaluate_folder(distilled_dir: str | os.PathLike, dataset: str, ipc: int, pr
     return res
 
 @dataclass
-class EvalRunConfig(RunConfig):
-    "Parameters of `nbs/run_eval.ipynb` (papermill `-p …`): the core run parameters plus the evaluation's."
-    method: str = "eval"
-    distilled_dir: str | None = None       # `<dir>/<class folder>/*.png`; None: a stand-in set (random real, another seed)
-    protocol: str = "hard"
-    preset: str = "embedded"
-    student: str | None = None
-    repeats: int | None = None
+class EvalSettings:
+    """How distilled sets are evaluated, declared once: `EvalRunConfig` (run_eval) and every method's run config hold
+    these fields and pass them to `evaluate_set` / `evaluate_sets`."""
+    protocol: str = "hard"                 # hard (Minimax / IDC) | soft (RDED)
+    preset: str = "embedded"               # embedded | paper
+    repeats: int | None = None             # None: the preset's (3)
     teacher: str | None = None             # soft protocol: 'zoo', a checkpoint path (+ teacher_arch), 'torchvision:…'
     teacher_arch: str | None = None
-    threads: int | None = None
-    epochs: int | None = None
-    full_data: bool = False                # also evaluate the whole real training set (full-data reference)
-    full_data_epochs: int | None = None
+    eval_overrides: dict = field(default_factory=dict)   # any EvalConfig field, e.g. {epochs: 2} for a smoke run (recorded)
 
     def __post_init__(self):
         if self.protocol not in ("hard", "soft"): raise ConfigError(f"protocol={self.protocol!r}: expected 'hard' or 'soft'")
         if self.preset not in ("paper", "embedded"): raise ConfigError(f"preset={self.preset!r}: expected 'paper' or 'embedded'")
-        super().__post_init__()
+        if self.repeats is not None and self.repeats < 1: raise ConfigError(f"repeats={self.repeats}: expected ≥ 1")
+        known = {f.name for f in dataclasses.fields(EvalConfig)}
+        bad = sorted(set(self.eval_overrides) - known)
+        if bad: raise ConfigError(f"eval_overrides {bad}: not EvalConfig fields; expected some of {sorted(known)}")
+        if (nxt := getattr(super(), "__post_init__", None)) is not None: nxt()
+
+    def eval_kwargs(self) -> dict:
+        "Keyword arguments of `evaluate_set` / `evaluate_sets` from these settings (overrides included)."
+        return dict(protocol=self.protocol, preset=self.preset, repeats=self.repeats, teacher=self.teacher,
+                    teacher_arch=self.teacher_arch, **self.eval_overrides)
+
+@dataclass
+class EvalRunConfig(EvalSettings, RunConfig):
+    "Parameters of `nbs/run_eval.ipynb` (papermill `-p …`): the core run parameters plus `EvalSettings` and one student."
+    method: str = "eval"
+    distilled_dir: str | None = None       # `<dir>/<class folder>/*.png`; None: a stand-in set (random real, another seed)
+    student: str | None = None
+    threads: int | None = None
+    epochs: int | None = None
+    full_data: bool = False                # also evaluate the whole real training set (full-data reference)
+    full_data_epochs: int | None = None
 
     def default_run_name(self) -> str:
         name = Path(self.distilled_dir).name if self.distilled_dir else "standin"

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -27,7 +28,8 @@ from .minimax import zoo_minimax
 
 # %% auto #0
 __all__ = ['POOLS', 'hook_identity', 'DiTGenerator', 'TextGenerator', 'PixelDDPMGenerator', 'pool_items', 'pool_seed',
-           'make_pool', 'pool_image_set', 'load_pool_generator', 'PoolConfig', 'build_pool', 'main']
+           'make_pool', 'pool_image_set', 'load_pool_generator', 'PoolSettings', 'PoolConfig', 'pool_generator',
+           'build_pool', 'main']
 
 # %% ../nbs/07_pools.ipynb #e6c99bec
 def _jsonable(v):
@@ -336,11 +338,10 @@ def load_pool_generator(pool: str = "minimax", dataset: str = "fashion_mnist", *
 
 # %% ../nbs/07_pools.ipynb #a5aab8bc
 @dataclass
-class PoolConfig(RunConfig):
-    "Parameters of `run_pool.ipynb`: a pool of pool_factor × IPC images per class from a DiT or Minimax generator."
-    method: str = "pools"
-    generator: str = "minimax"               # dit | minimax | ddpm (pixel DDPM, CIFAR-10)
-    pool_factor: int = 4
+class PoolSettings:
+    """How a pool is generated, declared once: `PoolConfig` (run_pool) and every method's run config that makes or
+    reads a pool hold these fields (the generator's *name* is each config's own: `generator` / SAS's `pool`)."""
+    pool_factor: int = 4                     # n: a pool holds n × IPC images per class
     num_steps: int = 50
     cfg_scale: float = 4.0
     sampler: str = "ddpm"                    # ddpm (Minimax sample.py) | ddim
@@ -349,12 +350,26 @@ class PoolConfig(RunConfig):
     vae: str | None = None                   # default: zoo (embedded) / sd-vae-ft-mse (paper scale)
     minimax_steps: int = 1500                # embedded Minimax fine-tune of the zoo DiT
     minimax_per_class: int = 1000
+
+    def __post_init__(self):
+        if self.pool_factor < 1: raise ConfigError(f"pool_factor={self.pool_factor}: expected an integer ≥ 1")
+        if self.sampler not in ("ddpm", "ddim"): raise ConfigError(f"sampler={self.sampler!r}: expected 'ddpm' or 'ddim'")
+        if self.num_steps < 1: raise ConfigError(f"num_steps={self.num_steps}: expected ≥ 1")
+        if (nxt := getattr(super(), "__post_init__", None)) is not None: nxt()
+
+    def pool_settings(self) -> dict:
+        "The `PoolSettings` fields of this config, by name."
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(PoolSettings)}
+
+@dataclass
+class PoolConfig(PoolSettings, RunConfig):
+    "Parameters of `run_pool.ipynb`: a pool of pool_factor × IPC images per class from a DiT or Minimax generator."
+    method: str = "pools"
+    generator: str = "minimax"               # dit | minimax | ddpm (pixel DDPM, CIFAR-10)
     threads: int = 1                         # torch CPU threads (0: torch's default)
 
     def __post_init__(self):
         if self.generator not in POOLS: raise ConfigError(f"generator={self.generator!r}: expected one of {list(POOLS)}")
-        if self.pool_factor < 1: raise ConfigError(f"pool_factor={self.pool_factor}: expected an integer ≥ 1")
-        if self.sampler not in ("ddpm", "ddim"): raise ConfigError(f"sampler={self.sampler!r}: expected 'ddpm' or 'ddim'")
         super().__post_init__()
 
     @property
@@ -366,14 +381,18 @@ class PoolConfig(RunConfig):
         return f"{self.dataset}_{self.generator}{w}_steps{self.num_steps}_cfg{self.cfg_scale:g}_seed{self.seed}"
 
 # %% ../nbs/07_pools.ipynb #39f8e07f
+def pool_generator(cfg: PoolConfig):
+    "The generator `cfg` names, with its settings (`load_pool_generator` on the config's fields)."
+    return load_pool_generator(cfg.generator, cfg.dataset, weights=cfg.generator_weights, vae=cfg.vae,
+                               num_steps=cfg.num_steps, cfg_scale=cfg.cfg_scale, sampler=cfg.sampler, seed=cfg.seed,
+                               device=cfg.device, minimax_steps=cfg.minimax_steps, minimax_per_class=cfg.minimax_per_class,
+                               data_root=cfg.data_root)
+
 def build_pool(cfg: PoolConfig, rank: int | None = None, world_size: int | None = None) -> RunRecord | None:
     "Generate (or resume) the pool `cfg` describes into `cfg.out_dir`; the RunRecord on process 0, None on the others."
     if cfg.threads > 0: torch.set_num_threads(cfg.threads)
     cm = class_map(cfg.dataset)
-    gen = load_pool_generator(cfg.generator, cfg.dataset, weights=cfg.generator_weights, vae=cfg.vae,
-                              num_steps=cfg.num_steps, cfg_scale=cfg.cfg_scale, sampler=cfg.sampler, seed=cfg.seed,
-                              device=cfg.device, minimax_steps=cfg.minimax_steps, minimax_per_class=cfg.minimax_per_class,
-                              data_root=cfg.data_root)
+    gen = pool_generator(cfg)
     return make_pool(gen, cm, per_class=cfg.per_class, seed=cfg.seed, out_dir=cfg.out_dir, batch_size=cfg.batch_size,
                      device=cfg.device, params={k: v for k, v in cfg.to_dict().items() if k != "out_dir"},
                      rank=rank, world_size=world_size)

@@ -14,7 +14,8 @@ import numpy as np
 
 from .data import read_image, to_float01
 from .selection import (Selection, _np, class_blocks, first_per_class, random_per_class, top_per_class)
-from .pools import POOLS, PoolConfig
+from .pools import POOLS, PoolConfig, PoolSettings
+from .evaluate import EvalSettings
 from .core import ConfigError, DataError, RunConfig, derive_seed
 
 # %% auto #0
@@ -472,12 +473,11 @@ def plot_tsne(image_emb, labels, selection: Selection | np.ndarray, class_map, s
 BASELINES = ("first_pool", "random_pool", "random_real")
 
 @dataclass
-class SASConfig(RunConfig):
+class SASConfig(EvalSettings, PoolSettings, RunConfig):
     "Parameters of a SAS run (paper §4.1); `ipc`-dependent sizes are derived, never set by hand."
     method: str = "sas"
     ipc: int = 50
     pool: str = "minimax"                  # generator of the image pool: dit | minimax | ddpm (CIFAR-10, Table 3)
-    pool_factor: int = 4                   # n: |pool_c| = n × IPC (Table 4)
     keep_ratio: float = 0.5                # p: stage-1 candidate ratio (Fig. 5)
     selector: str = "sas"                  # sas | mixed[:λ] | random | first | A…F (Table 6 rows)
     order: str = "margin_desc"             # stage-2 stream order (the paper does not fix it)
@@ -485,16 +485,8 @@ class SASConfig(RunConfig):
     prompt_template: str = "A photo of a {classname}"
     class_names: str = "clip"              # ImageNet-derived sets: clip (curated) | raw (synset label)
     students: list[str] = field(default_factory=lambda: ["convnet"])
-    protocol: str = "hard"
-    preset: str = "embedded"
-    repeats: int = 3
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     pool_dir: str | None = None            # default: the shared runs/pools/<dataset>_<pool>_steps<…>_cfg<…>_seed<…>
-    generator_weights: str | None = None   # paper scale: hub id[@revision] or local path of DiT / Minimax weights
-    num_steps: int = 50
-    cfg_scale: float = 4.0
-    teacher: str | None = None             # soft protocol: teacher checkpoint / id (default: the zoo teacher)
-    eval_overrides: dict = field(default_factory=dict)   # any EvalConfig field, e.g. {epochs: 2} for a smoke run
     eval_workers: int = 2                  # evaluations at once on a CPU (processes, one thread each); 1: in turn
     figures: bool = True
 
@@ -503,7 +495,6 @@ class SASConfig(RunConfig):
         if self.pool not in POOLS: raise ConfigError(f"pool={self.pool!r}: expected one of {list(POOLS)}")
         if self.order not in STREAM_ORDERS: raise ConfigError(f"order={self.order!r}: expected one of {list(STREAM_ORDERS)}")
         if not 0 < self.keep_ratio <= 1: raise ConfigError(f"keep_ratio={self.keep_ratio}: expected 0 < p ≤ 1")
-        if self.pool_factor < 1: raise ConfigError(f"pool_factor={self.pool_factor}: expected an integer ≥ 1")
         if self.eval_workers < 1: raise ConfigError(f"eval_workers={self.eval_workers}: expected ≥ 1")
         bad = sorted(set(self.baselines) - set(BASELINES))
         if bad: raise ConfigError(f"baselines={bad}: expected some of {list(BASELINES)}")
@@ -524,8 +515,6 @@ class SASConfig(RunConfig):
         return dict(pool=self.pool_per_class, candidates=self.candidates_per_class, selected=self.ipc)
 
     def pool_config(self):
-        "The `backbones.PoolConfig` of this run's pool (same generator, sampler, seed): one shared folder per pool."
+        "The `pools.PoolConfig` of this run's pool (same generator, sampler, seed): one shared folder per pool."
         return PoolConfig(dataset=self.dataset, ipc=self.ipc, seed=self.seed, device=self.device, data_root=self.data_root,
-                          generator=self.pool, pool_factor=self.pool_factor, num_steps=self.num_steps,
-                          cfg_scale=self.cfg_scale, generator_weights=self.generator_weights,
-                          out_dir=self.pool_dir, threads=0)
+                          generator=self.pool, out_dir=self.pool_dir, threads=0, **self.pool_settings())
