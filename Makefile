@@ -8,6 +8,9 @@ export TRANSFORMERS_OFFLINE ?= 1
 export DDREPRO_PROGRESS ?= 0
 IPC ?= 50
 T ?= sas/embedded/table6
+# long runs stream their cells' output to the terminal, with plain-text progress lines from ddrepro.core.progress
+# (a line per ~10 % of a loop or 30 s: pool batches, Minimax steps, student epochs) instead of a still cell counter
+LOG_PAPERMILL := DDREPRO_PROGRESS=log $(BIN)/papermill --log-output --no-progress-bar
 
 .PHONY: help install data demo test check-clean nbtest pytest bench zoo table figures clean-runs
 
@@ -28,7 +31,7 @@ data:  ## Fashion-MNIST from Debian (dataset-fashion-mnist) when it is missing
 
 demo: install  ## the embedded default end to end: SAS on Fashion-MNIST (IPC=$(IPC)) -> runs/
 	mkdir -p runs
-	$(BIN)/papermill nbs/run_sas.ipynb runs/run_sas_ipc$(IPC).ipynb -p ipc $(IPC)
+	$(LOG_PAPERMILL) nbs/run_sas.ipynb runs/run_sas_ipc$(IPC).ipynb -p ipc $(IPC)
 
 check-clean:  ## notebooks clean and the export in sync (both must be no-ops)
 	$(BIN)/nbdev_clean
@@ -38,8 +41,8 @@ check-clean:  ## notebooks clean and the export in sync (both must be no-ops)
 nbtest:  ## run every API notebook (flags gpu/slow/hub skipped); run notebooks are tested by pytest
 	$(BIN)/nbdev_test --n_workers 2 --skip_file_re '^(run_|make_figures|[_.])'
 
-pytest:
-	$(BIN)/pytest -q -ra tests
+pytest:  ## the test suite, `slow` tests included (CI runs them; a bare `pytest` skips them)
+	$(BIN)/pytest -q -ra --runslow --durations=15 tests
 
 test: install check-clean nbtest pytest  ## install, then everything CI checks
 
@@ -48,7 +51,7 @@ bench: install  ## speed benchmarks (ratios printed side by side)
 
 zoo: install  ## retrain the embedded model zoo from scratch on CPU (< 1 h) and rewrite its manifest
 	mkdir -p runs/zoo
-	$(BIN)/papermill nbs/04_zoo.ipynb runs/zoo/04_zoo.ipynb -p retrain True
+	$(LOG_PAPERMILL) nbs/04_zoo.ipynb runs/zoo/04_zoo.ipynb -p retrain True
 
 table: install  ## run every cell of a paper table and redraw it: make table T=sas/table6
 	$(BIN)/ddrepro-table $(T)

@@ -1,6 +1,6 @@
 """Packaging for ddrepro: every value comes from settings.ini (the nbdev 2 configuration)."""
 from configparser import ConfigParser
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 cfg = ConfigParser(delimiters=["="])
 cfg.read("settings.ini", encoding="utf-8")
@@ -24,9 +24,10 @@ setup(
     author=c["author"],
     license=c["license"],
     python_requires=f">={c['min_python']}",
-    packages=find_packages(include=["ddrepro", "ddrepro.*"]),
+    # the asset folders (class tables, the embedded zoo) have no __init__.py: namespace packages holding data only
+    packages=find_namespace_packages(include=["ddrepro", "ddrepro.*"], exclude=["*.__pycache__"]),
     include_package_data=True,
-    package_data={"ddrepro": ["assets/*", "assets/**/*"]},
+    package_data={"ddrepro.assets.classes": ["*.tsv"], "ddrepro.assets.zoo": ["*.json", "*.safetensors"]},
     install_requires=_reqs("requirements"),
     extras_require={"dev": _reqs("dev_requirements"), "hub": _reqs("hub_requirements")},
     entry_points={

@@ -3,7 +3,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("DDREPRO_PROGRESS", "0")
+os.environ["DDREPRO_PROGRESS"] = "0"             # quiet even where a shell exports DDREPRO_PROGRESS=log
 
 import pytest
 import torch
@@ -41,3 +41,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_hub)
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
+
+
+@pytest.fixture
+def papermill():
+    """Run `nbs/<notebook>` through papermill in a subprocess (project root as cwd, offline, no bars):
+    `papermill("run_pool.ipynb", tmp_path / "out.ipynb", "-p", "ipc", "1")` → CompletedProcess (text)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    exe = str(Path(sys.executable).parent / "papermill")
+    env = dict(os.environ, DDREPRO_PROGRESS="0", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+
+    def run(notebook, output, *args, timeout=600):
+        return subprocess.run([exe, str(root / "nbs" / notebook), str(output), "--cwd", str(root), *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    return run

@@ -1,5 +1,8 @@
 """Notebook hygiene: clean notebooks keep papermill's `parameters` tag, `-p` really reaches the run, and every
 run notebook writes its RunRecord under the out_dir it was given."""
+import ast
+import dataclasses
+import importlib
 import json
 import shutil
 import subprocess
@@ -58,3 +61,61 @@ def test_papermill_p_overrides_reach_the_run_after_nbdev_clean(tmp_path):
     assert rec["params"]["ipc"] == 3          # -p wins over -f
     assert rec["params"]["seed"] == 2         # -f value used where no -p is given
     assert rec["status"] == "complete" and (out_dir / "sample_grid.png").exists()
+
+
+# ------------------------------------------------------------- parameters cell ↔ config dataclass defaults
+# One (run notebook, config dataclass) pair per line: the notebook's `parameters` cell must give every field of
+# the dataclass it sets the dataclass's own default, so `papermill` without `-p` runs what the library documents.
+PARAMETER_CONFIGS = [
+    ("run_pool.ipynb", "ddrepro.pools:PoolConfig"),
+    ("run_eval.ipynb", "ddrepro.evaluate:EvalRunConfig"),
+    ("run_data.ipynb", "ddrepro.core:RunConfig"),
+    pytest.param("run_sas.ipynb", "ddrepro.sas:SASConfig",
+                 marks=pytest.mark.xfail(strict=False, reason="SASConfig is being recomposed")),
+]
+
+
+def parameters_cell(nb_path) -> dict:
+    "The simple assignments `name = <literal>` of a notebook's papermill `parameters` cell, in order."
+    nb = json.loads(Path(nb_path).read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{Path(nb_path).name}: expected one cell tagged 'parameters', found {len(cells)}"
+    out = {}
+    for node in ast.parse("".join(cells[0]["source"])).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+    return out
+
+
+def test_parameters_cell_parser():
+    p = parameters_cell(NBS / "run_pool.ipynb")
+    assert list(p)[:3] == ["dataset", "generator", "ipc"] and p["cfg_scale"] == 4.0 and p["out_dir"] is None
+
+
+def _same(a, b) -> bool:
+    "Equal, and not only because True == 1 or 4 == 4.0 with a str/None on one side."
+    return a == b and isinstance(a, bool) == isinstance(b, bool) and (a is None) == (b is None)
+
+
+@pytest.mark.parametrize("nb_name,config", PARAMETER_CONFIGS)
+def test_parameters_cell_matches_config_defaults(nb_name, config):
+    module, cls_name = config.split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    params = parameters_cell(NBS / nb_name)
+    defaults = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING: defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING: defaults[f.name] = f.default_factory()
+    shared = sorted(set(params) & set(defaults))
+    assert len(shared) >= 5, f"{nb_name}: only {shared} of its parameters are fields of {cls_name}"
+    wrong = [f"{nb_name}: parameter {k} = {params[k]!r} in the notebook, but {cls_name}.{k} defaults to {defaults[k]!r}"
+             for k in shared if not _same(params[k], defaults[k])]
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("nb", RUN_NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_reads_every_parameter(nb):
+    """papermill's own parser (`papermill --help-notebook`, the check behind "Passed unknown parameter") sees every
+    assignment of the parameters cell; it skips a line whose comment holds a '=' and then warns on a valid `-p`."""
+    import papermill
+    assert sorted(papermill.inspect_notebook(str(nb))) == sorted(parameters_cell(nb))

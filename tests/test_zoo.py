@@ -1,7 +1,5 @@
 """The embedded zoo: every shipped model loads offline with its sha256 checked, the tiny variants build and run,
 and the shipped DiT's samples are recognised by the shipped teacher."""
-import time
-
 import pytest
 import torch
 
@@ -71,17 +69,19 @@ def test_teacher_is_accurate(teacher, test_set):
 def test_shipped_models_load_with_their_interfaces(test_set):
     from diffusers import AutoencoderKL, DiTTransformer2DModel, UNet2DConditionModel
     x, y = test_set
-    t0 = time.time()
     vae, dit, unet = zoo.load("vae"), zoo.load("dit"), zoo.load("unet")
-    assert time.time() - t0 < 30
     assert isinstance(vae, AutoencoderKL) and isinstance(dit, DiTTransformer2DModel) and isinstance(unet, UNet2DConditionModel)
-    assert 0.05 < vae.config.scaling_factor < 20
     assert dit.config.num_embeds_ada_norm == 10 and dit.config.sample_size == 8
     z = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         assert dit(z, torch.tensor([10, 500]), class_labels=torch.tensor([3, zoo.NULL_CLASS])).sample.shape == (2, 4, 8, 8)
         lat = vae.encode(x[:4].float() / 127.5 - 1).latent_dist.mean
     assert lat.shape == (4, 4, 8, 8)
+    # scaling_factor = 1 / std of sampled latents (SD's rule, on the training set): scaled test latents have std ≈ 1
+    with torch.no_grad():
+        q = vae.encode(x.float() / 127.5 - 1).latent_dist
+    sampled = q.mean + q.std * torch.randn(q.mean.shape, generator=torch.Generator().manual_seed(0))
+    assert abs(float((sampled * vae.config.scaling_factor).std()) - 1) < 0.05, vae.config.scaling_factor
     clip = zoo.load("clip")
     img = clip.encode_image(clip.preprocess(x[:8])); txt = clip.encode_text(["A photo of a bag", "A photo of a sneaker"])
     assert img.shape == (8, 384) and txt.shape == (2, 384)
@@ -102,10 +102,8 @@ def test_text_encoder_matches_sentence_transformers():
 
 
 @pytest.mark.parametrize("name", zoo.ZOO_NAMES)
-def test_tiny_variants_build_fast_and_run(name):
-    zoo.tiny(name)                                                            # warm the imports
-    t0 = time.time(); m = zoo.tiny(name); dt = time.time() - t0
-    assert dt < 2.0, f"tiny({name}) took {dt:.2f}s"
+def test_tiny_variants_build_and_run(name):
+    m = zoo.tiny(name)
     z = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         if name == "vae": assert m.decode(m.encode(torch.rand(2, 3, 32, 32)).latent_dist.mean).sample.shape == (2, 3, 32, 32)
