@@ -25,6 +25,7 @@ setup(
     license=c["license"],
     python_requires=f">={c['min_python']}",
     # the asset folders (class tables, the embedded zoo) have no __init__.py: namespace packages holding data only
+    package_dir={"": "."},                                # a flat layout: the editable install is a plain .pth path
     packages=find_namespace_packages(include=["ddrepro", "ddrepro.*"], exclude=["*.__pycache__"]),
     include_package_data=True,
     package_data={"ddrepro.assets.classes": ["*.tsv"], "ddrepro.assets.zoo": ["*.json", "*.safetensors"]},

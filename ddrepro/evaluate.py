@@ -691,12 +691,16 @@ def evaluate_sets(sets: dict, test, students: Sequence[str], protocol: str = "ha
     workers = max(1, min(int(workers), len(jobs), os.cpu_count() or 1))
     if workers > 1 and pick_device(device).type == "cpu":
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        print(f"evaluating {len(jobs)} set × student pairs in {workers} worker processes (one torch thread each)", flush=True)
+        t0 = time.perf_counter()
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_evaluate_job, s, test, {**kw, "threads": 1}) for _, _, s, kw in jobs]
-            results = []
-            for f in futures:
-                r, log = f.result(); print(log, end="", flush=True); results.append(r)
+            futures = {pool.submit(_evaluate_job, s, test, {**kw, "threads": 1}): i for i, (_, _, s, kw) in enumerate(jobs)}
+            results = [None] * len(jobs)
+            for n, f in enumerate(as_completed(futures), 1):      # report each evaluation as it ends
+                r, log = f.result(); results[futures[f]] = r
+                print(log, end="", flush=True)
+                print(f"evaluations: {n}/{len(jobs)} done, {time.perf_counter() - t0:.0f} s", flush=True)
     else:
         results = [evaluate_set(s, test, **kw) for _, _, s, kw in jobs]
     return [dict(dataset=s.class_map.dataset, method=method, selector=selector, model=r["student"], ipc=r["ipc"],

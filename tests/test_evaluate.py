@@ -438,3 +438,18 @@ def test_evaluate_set_learns_a_learnable_set(tmp_path):
     # the class-dependent bright square is learnable: far above chance (0.1) after 300 short epochs
     s = ev.evaluate_set(_set(3), _set(2, seed=1), "hard", repeats=1, seed=5, **_kw(tmp_path, epochs=300))
     assert s["final_mean"] >= 0.4 and s["best_mean"] >= s["final_mean"]
+
+
+def test_evaluate_sets_in_worker_processes_equals_one_after_another(tmp_path):
+    # two evaluations at once in spawned processes (one thread each) give the numbers of one-thread runs in turn
+    from ddrepro.data import load_real
+    from ddrepro.evaluate import random_real_subset
+    from ddrepro.evaluate import evaluate_sets
+    train, test = load_real("fashion_mnist", "train"), load_real("fashion_mnist", "val")
+    test = test.subset(np.arange(0, 10000, 50))
+    sets = {("random", ""): random_real_subset(train, 2, 0), ("random", "s1"): random_real_subset(train, 2, 1)}
+    kw = dict(repeats=1, epochs=2, batch_size=10, width=16)
+    seq = evaluate_sets(sets, test, ["convnet"], out_dir=tmp_path / "seq", device="cpu", workers=1, threads=1, **kw)
+    par = evaluate_sets(sets, test, ["convnet"], out_dir=tmp_path / "par", device="cpu", workers=2, **kw)
+    assert [r["acc_final_mean"] for r in seq] == [r["acc_final_mean"] for r in par]
+    assert [r["selector"] for r in par] == ["", "s1"] and all(Path(r["record"]).exists() for r in par)

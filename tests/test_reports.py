@@ -1,14 +1,11 @@
-import subprocess
-import sys
-from pathlib import Path
-
+"Tests of ddrepro.reports: mean ± std, tables drawn from run records only, the table runner."
 import numpy as np
 import pandas as pd
 import pytest
 
 from ddrepro.core import ConfigError, RunRecord
-from ddrepro.reports import (aggregate, cell_dir, cell_done, draw_table, fmt_mean_std, load_table_spec, mean_std,
-                             pivot, side_by_side, table_cells, table_cli)
+from ddrepro.reports import (cell_dir, cell_done, draw_table, fmt_mean_std, load_table_spec, mean_std, table_cells,
+                             table_cli)
 
 
 def test_mean_std_is_population_std():
@@ -102,16 +99,3 @@ def test_draw_table_writes_a_records_summary(tmp_path):
     assert rec.record.dropna().str.endswith("record.json").all() and "git_sha" in rec and "wall_s" in rec
 
 
-def test_evaluate_sets_in_worker_processes_equals_one_after_another(tmp_path):
-    # two evaluations at once in spawned processes (one thread each) give the numbers of one-thread runs in turn
-    from ddrepro.data import load_real
-    from ddrepro.evaluate import random_real_subset
-    from ddrepro.evaluate import evaluate_sets
-    train, test = load_real("fashion_mnist", "train"), load_real("fashion_mnist", "val")
-    test = test.subset(np.arange(0, 10000, 50))
-    sets = {("random", ""): random_real_subset(train, 2, 0), ("random", "s1"): random_real_subset(train, 2, 1)}
-    kw = dict(repeats=1, epochs=2, batch_size=10, width=16)
-    seq = evaluate_sets(sets, test, ["convnet"], out_dir=tmp_path / "seq", device="cpu", workers=1, threads=1, **kw)
-    par = evaluate_sets(sets, test, ["convnet"], out_dir=tmp_path / "par", device="cpu", workers=2, **kw)
-    assert [r["acc_final_mean"] for r in seq] == [r["acc_final_mean"] for r in par]
-    assert [r["selector"] for r in par] == ["", "s1"] and all(Path(r["record"]).exists() for r in par)

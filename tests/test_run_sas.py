@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +21,7 @@ def _papermill(tmp_path, *args, timeout=900):
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
+@pytest.mark.slow
 def test_run_sas_embedded_smoke(tmp_path):
     out = tmp_path / "run"
     r = _papermill(tmp_path, "-p", "ipc", "2", "-p", "pool", "dit", "-p", "pool_factor", "2", "-p", "repeats", "1",
@@ -33,7 +33,9 @@ def test_run_sas_embedded_smoke(tmp_path):
     assert set(rec["stages"]) >= {"preflight", "pool", "embed", "select", "evaluate"}
     rows = pd.DataFrame(rec["results"]["rows"])
     assert sorted(zip(rows.method, rows.selector)) == [("dit", ""), ("dit", "sas"), ("random", "")]
-    assert ((rows.acc_final_mean >= 0) & (rows.acc_final_mean <= 1)).all() and (rows.ipc == 2).all()
+    # one run each on the 10 000 Fashion-MNIST test images: every accuracy is a count over them
+    assert (rows.n_runs == 1).all() and (rows.ipc == 2).all()
+    assert ((rows.acc_final_mean * 10000 - (rows.acc_final_mean * 10000).round()).abs() < 1e-3).all()   # float32-stored
     # exactly IPC images per class, readable as a distilled set, with the score table beside them
     assert load_distilled(out / "distilled", class_map("fashion_mnist"), 2, exact=True).per_class() == [2] * 10
     scores = pd.read_csv(out / "distilled" / "scores.csv")
@@ -46,12 +48,12 @@ def test_run_sas_embedded_smoke(tmp_path):
 
 
 def test_run_sas_paper_params_fail_fast_without_imagewoof(tmp_path):
-    t0 = time.time()
     r = _papermill(tmp_path, "-f", str(ROOT / "params/sas/table1_imagewoof.yaml"), "-p", "ipc", "50",
                    "-p", "out_dir", str(tmp_path / "run"), timeout=300)
     assert r.returncode != 0
     msg = r.stderr + r.stdout
     assert "DataError: imagewoof: no" in msg and "-p data_root" in msg
-    assert time.time() - t0 < 120
     rec = json.loads((tmp_path / "run" / "record.json").read_text())
     assert rec["stages"]["preflight"]["status"].startswith("failed: DataError")
+    assert set(rec["stages"]) == {"preflight"}                  # nothing heavy started: no pool, no embedding
+    assert not (tmp_path / "run" / "distilled").exists()
