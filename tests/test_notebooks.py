@@ -70,8 +70,7 @@ PARAMETER_CONFIGS = [
     ("run_pool.ipynb", "ddrepro.pools:PoolConfig"),
     ("run_eval.ipynb", "ddrepro.evaluate:EvalRunConfig"),
     ("run_data.ipynb", "ddrepro.core:RunConfig"),
-    pytest.param("run_sas.ipynb", "ddrepro.sas:SASConfig",
-                 marks=pytest.mark.xfail(strict=False, reason="SASConfig is being recomposed")),
+    ("run_sas.ipynb", "ddrepro.sas:SASConfig"),
 ]
 
 
@@ -111,6 +110,15 @@ def test_parameters_cell_matches_config_defaults(nb_name, config):
     wrong = [f"{nb_name}: parameter {k} = {params[k]!r} in the notebook, but {cls_name}.{k} defaults to {defaults[k]!r}"
              for k in shared if not _same(params[k], defaults[k])]
     assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("nb_name,config", PARAMETER_CONFIGS)
+def test_every_config_field_is_a_notebook_parameter(nb_name, config):
+    "A field the config gains (e.g. through PoolSettings / EvalSettings) shows up in the notebook's parameters cell."
+    module, cls_name = config.split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    missing = sorted({f.name for f in dataclasses.fields(cls)} - {"method"} - set(parameters_cell(NBS / nb_name)))
+    assert not missing, f"{nb_name}: {cls_name} fields {missing} are not in the parameters cell"
 
 
 @pytest.mark.parametrize("nb", RUN_NOTEBOOKS, ids=lambda p: p.name)
