@@ -35,8 +35,8 @@ __all__ = ['BEST_LABEL', 'hard_epochs', 'multistep_milestones', 'rded_lr_factor'
            'color_jitter', 'lighting_offset', 'pca_lighting', 'cutmix_box', 'apply_cutmix', 'cutmix_ce',
            'shuffle_patches', 'soft_kl', 'EvalConfig', 'eval_config', 'check_sets', 'take_ipc', 'prepare_images',
            'augment_batch', 'train_step', 'make_student', 'train_student', 'random_real_subset', 'merge_runs',
-           'default_eval_dir', 'torch_threads', 'evaluate_set', 'evaluate_sets', 'results_table', 'evaluate_folder',
-           'EvalSettings', 'EvalRunConfig', 'main']
+           'default_eval_dir', 'torch_threads', 'evaluate_set', 'evaluate_sets', 'paired_difference', 'paired_rows',
+           'results_table', 'evaluate_folder', 'EvalSettings', 'EvalRunConfig', 'main']
 
 # %% ../nbs/09_evaluate.ipynb #b34322b2
 def hard_epochs(ipc: int, num_classes: int = 10, dataset: str = "") -> int:
@@ -706,8 +706,53 @@ def evaluate_sets(sets: dict, test, students: Sequence[str], protocol: str = "ha
     return [dict(dataset=s.class_map.dataset, method=method, selector=selector, model=r["student"], ipc=r["ipc"],
                  protocol=r["protocol"], preset=r["preset"], acc_final_mean=r["final_mean"], acc_final_std=r["final_std"],
                  acc_best_mean=r["best_mean"], acc_best_std=r["best_std"], n_runs=r["n_runs"],
-                 images_per_s=r["images_per_s"], record=r["record"])
+                 finals=r["finals"], seeds=r["seeds"], images_per_s=r["images_per_s"], record=r["record"])
             for (method, selector, s, _), r in zip(jobs, results)]
+
+# %% ../nbs/09_evaluate.ipynb #00af9ad1
+def _by_seed(summary: dict) -> dict:
+    "{training seed: final accuracy} of an evaluate_set summary or a result row."
+    seeds, finals = summary.get("seeds"), summary.get("finals")
+    if seeds is None or finals is None:
+        raise DataError("paired comparison needs per-seed results ('seeds' and 'finals', as evaluate_set and evaluate_sets give)")
+    return dict(zip([int(s) for s in seeds], [float(f) for f in finals]))
+
+def paired_difference(method: dict, baseline: dict | Sequence[dict]) -> dict:
+    """Δ = mean over shared training seeds of final(method) − final(baseline), with its standard error.
+
+    `baseline`: one summary, or several (one per selection seed of a random baseline): then Δ is the mean over all
+    (draw, training seed) pairs and SE = sd(per-draw mean differences)/√draws. Accuracies in [0,1]."""
+    bases = [baseline] if isinstance(baseline, dict) else list(baseline)
+    m = _by_seed(method)
+    per_draw, diffs = [], []
+    for b in bases:
+        bs = _by_seed(b)
+        shared = sorted(set(m) & set(bs))
+        if not shared: raise DataError(f"paired comparison: no training seed in common (method {sorted(m)}, baseline {sorted(bs)})")
+        d = np.array([m[s] - bs[s] for s in shared])
+        diffs.append(d); per_draw.append(d.mean())
+    n = sum(len(d) for d in diffs)
+    delta = float(np.concatenate(diffs).mean())
+    if len(bases) > 1:
+        se, over = float(np.std(per_draw, ddof=1) / math.sqrt(len(bases))), "selection and training seeds"
+    else:
+        d = diffs[0]
+        se, over = (float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")), "training seeds"
+    return dict(delta=delta, se=se, n_pairs=n, draws=len(bases), se_over=over)
+
+def paired_rows(rows: Sequence[dict], baseline: tuple[str, str] | str) -> list[dict]:
+    """`evaluate_sets` rows with `delta_vs` / `delta_mean` / `delta_se` against the row(s) of `baseline` = (method,
+    selector) with the same model; the baseline's own rows get Δ = 0. Rows of several baseline draws (same method and
+    selector, `draw` key) are combined as in `paired_difference`."""
+    key = baseline if isinstance(baseline, tuple) else (baseline, "")
+    out = []
+    for r in rows:
+        base = [b for b in rows if (b["method"], b.get("selector", "")) == key and b["model"] == r["model"]]
+        if not base: raise DataError(f"paired_rows: no baseline rows {key} for model {r['model']!r}")
+        p = paired_difference(r, base)
+        out.append(dict(r, delta_vs="/".join(x for x in key if x), delta_mean=p["delta"], delta_se=p["se"],
+                        delta_pairs=p["n_pairs"], delta_se_over=p["se_over"]))
+    return out
 
 # %% ../nbs/09_evaluate.ipynb #6c8eda61
 def _pm(m: float, s: float) -> str: return f"{100 * m:.1f} ± {100 * s:.1f}"

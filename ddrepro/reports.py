@@ -126,6 +126,9 @@ def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
     out["final top-1 %"] = [fmt_mean_std(m, s) for m, s in zip(df["acc_final_mean"], df["acc_final_std"])]
     if "acc_best_mean" in df:
         out["best (selected on test set) %"] = [fmt_mean_std(m, s) for m, s in zip(df["acc_best_mean"], df["acc_best_std"])]
+    if "delta_mean" in df:
+        out[f"Δ vs {df['delta_vs'].iloc[0]} (paired) ± SE, points"] = [
+            f"{100 * m:+.1f} ± {100 * s:.1f}" if s == s else f"{100 * m:+.1f}" for m, s in zip(df["delta_mean"], df["delta_se"])]
     if "n_runs" in df: out["runs"] = df["n_runs"]
     return out
 

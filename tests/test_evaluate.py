@@ -453,3 +453,32 @@ def test_evaluate_sets_in_worker_processes_equals_one_after_another(tmp_path):
     par = evaluate_sets(sets, test, ["convnet"], out_dir=tmp_path / "par", device="cpu", workers=2, **kw)
     assert [r["acc_final_mean"] for r in seq] == [r["acc_final_mean"] for r in par]
     assert [r["selector"] for r in par] == ["", "s1"] and all(Path(r["record"]).exists() for r in par)
+
+
+# ---------------------------------------------------------------- paired comparisons
+def test_paired_difference_of_a_set_with_itself_is_exactly_zero(tmp_path):
+    "Same set, same seeds, same arithmetic: every per-seed difference is 0, so Δ = 0 and SE = 0 exactly."
+    train, test = _set(3), _set(2, seed=1)
+    a = ev.evaluate_set(train, test, "hard", repeats=3, seed=5, **_kw(tmp_path / "a"))
+    b = ev.evaluate_set(train, test, "hard", repeats=3, seed=5, **_kw(tmp_path / "b"))
+    p = ev.paired_difference(a, b)
+    assert p["delta"] == 0.0 and p["se"] == 0.0 and p["n_pairs"] == 3
+
+
+def test_paired_difference_sees_label_noise(tmp_path):
+    "Two sets that differ only in their labels (half of them shuffled): the clean one is better, by more than 2 SE."
+    train, test = _set(4), _set(3, seed=1)
+    g = torch.Generator().manual_seed(0)
+    noisy_labels = train.labels.clone()
+    flip = torch.arange(len(noisy_labels))[::2]
+    noisy_labels[flip] = noisy_labels[flip][torch.randperm(len(flip), generator=g)]
+    noisy = ImageSet(CM, noisy_labels, train.images, source=dict(kind="synthetic", noise=0.5))
+    assert (noisy_labels != train.labels).sum() >= 10
+    rows = ev.evaluate_sets({("clean", ""): train, ("noisy", ""): noisy}, test, ["convnet"], repeats=4, seed=3,
+                            out_dir=tmp_path, device="cpu", **{k: v for k, v in _kw(tmp_path, epochs=60).items()
+                                                                if k not in ("device", "out_dir", "preset")})
+    paired = {r["method"]: r for r in ev.paired_rows(rows, "noisy")}
+    assert paired["noisy"]["delta_mean"] == 0.0
+    d, se = paired["clean"]["delta_mean"], paired["clean"]["delta_se"]
+    print(f"clean − noisy: {100 * d:+.1f} ± {100 * se:.1f} points")
+    assert d > 0 and d > 2 * se, (d, se)
