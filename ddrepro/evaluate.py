@@ -30,13 +30,14 @@ from .students import STUDENTS, build_student, count_params, norm_stats, predict
 from .backbones import load_teacher
 
 # %% auto #0
-__all__ = ['BEST_LABEL', 'hard_epochs', 'multistep_milestones', 'rded_lr_factor', 'rded_batch_size', 'param_groups', 'rrc_boxes',
-           'interp_matrix', 'crop_resize', 'crop_resize_grid', 'jitter_ops', 'jitter_affine', 'color_affine',
-           'color_jitter', 'lighting_offset', 'pca_lighting', 'cutmix_box', 'apply_cutmix', 'cutmix_ce',
-           'shuffle_patches', 'soft_kl', 'EvalConfig', 'eval_config', 'check_sets', 'take_ipc', 'prepare_images',
-           'augment_batch', 'train_step', 'make_student', 'train_student', 'random_real_subset', 'merge_runs',
-           'default_eval_dir', 'torch_threads', 'evaluate_set', 'evaluate_sets', 'paired_difference', 'paired_rows',
-           'results_table', 'evaluate_folder', 'EvalSettings', 'EvalRunConfig', 'main']
+__all__ = ['DSA_PARAMS', 'DSA_GROUPS', 'BEST_LABEL', 'hard_epochs', 'multistep_milestones', 'rded_lr_factor', 'rded_batch_size',
+           'param_groups', 'rrc_boxes', 'interp_matrix', 'crop_resize', 'crop_resize_grid', 'jitter_ops',
+           'jitter_affine', 'color_affine', 'color_jitter', 'lighting_offset', 'pca_lighting', 'cutmix_box',
+           'apply_cutmix', 'cutmix_ce', 'shuffle_patches', 'dsa_group', 'dsa_augment', 'soft_kl', 'EvalConfig',
+           'eval_config', 'check_sets', 'take_ipc', 'prepare_images', 'augment_batch', 'train_step', 'make_student',
+           'train_student', 'random_real_subset', 'merge_runs', 'default_eval_dir', 'torch_threads', 'evaluate_set',
+           'evaluate_sets', 'paired_difference', 'paired_rows', 'results_table', 'evaluate_folder', 'EvalSettings',
+           'EvalRunConfig', 'main']
 
 # %% ../nbs/09_evaluate.ipynb #b34322b2
 def hard_epochs(ipc: int, num_classes: int = 10, dataset: str = "") -> int:
@@ -243,6 +244,68 @@ def shuffle_patches(x: torch.Tensor, factor: int, generator=None) -> torch.Tenso
     x = x.gather(3, _strip_index(pc, w).view(n, 1, 1, w).expand(n, c, h, w))
     return x.gather(2, _strip_index(pr, h).view(n, 1, h, 1).expand(n, c, h, w))
 
+# %% ../nbs/09_evaluate.ipynb #9509184d
+DSA_PARAMS = dict(scale=1.2, rotate=15.0, crop=0.125, cutout=0.5, flip=0.5, brightness=1.0, saturation=2.0, contrast=0.5)
+DSA_GROUPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+
+def _u(n, generator, device):
+    "n draws from U(0, 1) shaped (n, 1, 1, 1)."
+    return torch.rand(n, 1, 1, 1, generator=generator, device=device)
+
+def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, align_corners=True)
+
+def dsa_group(x: torch.Tensor, group: str, generator=None, p: dict = DSA_PARAMS) -> torch.Tensor:
+    "One DSA group with per-sample parameters on a normalised batch (N,C,H,W) (Zhao & Bilen 2021, reference ops)."
+    n, _, h, w = x.shape
+    dev = x.device
+    if group == "color":
+        x = x + (_u(n, generator, dev) - 0.5) * p["brightness"]
+        m = x.mean(1, keepdim=True); x = (x - m) * (_u(n, generator, dev) * p["saturation"]) + m
+        m = x.mean((1, 2, 3), keepdim=True); return (x - m) * (_u(n, generator, dev) + p["contrast"]) + m
+    if group == "flip":
+        return torch.where(_u(n, generator, dev) < p["flip"], x.flip(3), x)
+    if group == "scale":
+        r = p["scale"]
+        s = torch.rand(n, 2, generator=generator, device=dev) * (r - 1 / r) + 1 / r
+        theta = torch.zeros(n, 2, 3, device=dev); theta[:, 0, 0], theta[:, 1, 1] = s[:, 0], s[:, 1]
+        return _affine(x, theta)
+    if group == "rotate":
+        a = (torch.rand(n, generator=generator, device=dev) - 0.5) * 2 * p["rotate"] / 180 * math.pi
+        theta = torch.stack([torch.stack([a.cos(), -a.sin(), torch.zeros_like(a)], 1),
+                             torch.stack([a.sin(), a.cos(), torch.zeros_like(a)], 1)], 1)
+        return _affine(x, theta)
+    if group == "crop":                                   # translation by whole pixels, zero fill
+        sx, sy = int(w * p["crop"] + 0.5), int(h * p["crop"] + 0.5)
+        tx = torch.randint(-sx, sx + 1, (n, 1, 1), generator=generator, device=dev)
+        ty = torch.randint(-sy, sy + 1, (n, 1, 1), generator=generator, device=dev)
+        gy, gx = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
+        gx, gy = (gx[None] + tx + 1).clamp(0, w + 1), (gy[None] + ty + 1).clamp(0, h + 1)
+        pad = F.pad(x, [1, 1, 1, 1])
+        return pad.permute(0, 2, 3, 1)[torch.arange(n, device=dev)[:, None, None], gy, gx].permute(0, 3, 1, 2)
+    if group == "cutout":
+        cx, cy = int(w * p["cutout"] + 0.5), int(h * p["cutout"] + 0.5)
+        ox = torch.randint(0, w + (1 - cx % 2), (n, 1, 1), generator=generator, device=dev)
+        oy = torch.randint(0, h + (1 - cy % 2), (n, 1, 1), generator=generator, device=dev)
+        gy, gx = torch.meshgrid(torch.arange(cy, device=dev), torch.arange(cx, device=dev), indexing="ij")
+        gx, gy = (gx[None] + ox - cx // 2).clamp(0, w - 1), (gy[None] + oy - cy // 2).clamp(0, h - 1)
+        mask = torch.ones(n, h, w, device=dev, dtype=x.dtype)
+        mask[torch.arange(n, device=dev)[:, None, None], gy, gx] = 0
+        return x * mask[:, None]
+    raise ConfigError(f"DSA group {group!r}: expected one of {DSA_GROUPS}")
+
+def dsa_augment(x: torch.Tensor, mean, std, generator=None, mode: str = "single", p: dict = DSA_PARAMS) -> torch.Tensor:
+    """DSA on float [0,1] images (N,3,H,W): normalise with (mean, std), apply one random group per batch
+    (`mode='single'`, the reference default) or all six in order (`'multi'`), map back to [0,1] space (unclamped)."""
+    if mode not in ("single", "multi"): raise ConfigError(f"DSA mode={mode!r}: expected 'single' or 'multi'")
+    m = torch.as_tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    z = (x - m) / s
+    groups = DSA_GROUPS if mode == "multi" else [DSA_GROUPS[int(torch.randint(0, len(DSA_GROUPS), (1,), generator=generator, device=x.device))]]
+    for g in groups: z = dsa_group(z, g, generator, p)
+    return z * s + m
+
 # %% ../nbs/09_evaluate.ipynb #1e4314e3
 def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 20.0) -> torch.Tensor:
     "RDED soft-label loss: KL(softmax(t/T) ‖ softmax(s/T)) summed over classes, mean over the batch (no T²)."
@@ -277,6 +340,7 @@ class EvalConfig:
     cutmix_p: float = 1.0
     cutmix_beta: float = 1.0
     shuffle_factor: int = 1                # RDED ShufflePatches factor (1 = off)
+    augment: str = "rrc"                   # 'rrc': crop/flip/jitter/lighting as above | 'dsa': DSA (Zhao & Bilen 2021)
     temperature: float = 20.0
     eval_every: int = 15                   # evaluate on the test set every this many epochs (and after the last)
     eval_after: float = 0.0                # ... but only after this fraction of the epochs (RDED: 0.8)
@@ -290,6 +354,7 @@ class EvalConfig:
         if self.student not in STUDENTS: raise ConfigError(f"student={self.student!r}: expected one of {list(STUDENTS)}")
         if self.epochs < 1 or self.batch_size < 1 or self.repeats < 1:
             raise ConfigError(f"epochs={self.epochs}, batch_size={self.batch_size}, repeats={self.repeats}: all must be ≥ 1")
+        if self.augment not in ("rrc", "dsa"): raise ConfigError(f"augment={self.augment!r}: expected 'rrc' or 'dsa'")
         self.rrc_scale = tuple(self.rrc_scale)
 
     def eval_epochs(self) -> list[int]:
@@ -393,8 +458,11 @@ def prepare_images(images: torch.Tensor, size: int, mode: str = "center", chunk:
     return torch.cat(out)
 
 def augment_batch(x: torch.Tensor, cfg: EvalConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    "Per-sample augmentation of a float [0,1] batch: ShufflePatches → RandomResizedCrop(+flip) → jitter → lighting."
+    "Per-sample augmentation of a float [0,1] batch: ShufflePatches → RandomResizedCrop(+flip) → jitter → lighting, or DSA."
     n, _, h, w = x.shape
+    if cfg.augment == "dsa":
+        if (h, w) != (cfg.size, cfg.size): x = F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", antialias=True)
+        return dsa_augment(x, *norm_stats(cfg.dataset, cfg.protocol), generator)
     if cfg.shuffle_factor > 1: x = shuffle_patches(x, cfg.shuffle_factor, generator)
     boxes = rrc_boxes(n, h, w, cfg.rrc_scale, generator=generator, device=x.device)
     flip = (torch.rand(n, generator=generator, device=x.device) < 0.5) if cfg.flip else None

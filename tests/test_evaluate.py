@@ -482,3 +482,13 @@ def test_paired_difference_sees_label_noise(tmp_path):
     d, se = paired["clean"]["delta_mean"], paired["clean"]["delta_se"]
     print(f"clean − noisy: {100 * d:+.1f} ± {100 * se:.1f} points")
     assert d > 0 and d > 2 * se, (d, se)
+
+
+def test_dsa_augmentation_option_trains_and_differs_from_rrc(tmp_path):
+    "EvalConfig.augment='dsa' (Zhao & Bilen 2021) runs through the one training loop and learns the learnable set."
+    train, test = _set(3), _set(2, seed=1)
+    d = ev.evaluate_set(train, test, "hard", repeats=1, seed=5, **_kw(tmp_path / "d", epochs=200, augment="dsa", cutmix_p=0.0))
+    r = ev.evaluate_set(train, test, "hard", repeats=1, seed=5, **_kw(tmp_path / "r", epochs=200, cutmix_p=0.0))
+    assert d["final_mean"] >= 0.4 and d["finals"] != r["finals"]
+    with pytest.raises(ConfigError, match="augment='mixup'"):
+        ev.eval_config("hard", "embedded", "fashion_mnist", 10, augment="mixup")
