@@ -17,10 +17,10 @@ def _study():
 def test_summary_gap_in_run_sd_units_by_hand():
     long = pd.DataFrame([dict(ipc=10, protocol="hard", preset="p", set=s, seed=k, final=v, seconds=1.0)
                          for s, vals in {"random real s0": (0.70, 0.72), "random real s1": (0.69, 0.71),
-                                         "pool": (0.60, 0.62)}.items() for k, v in enumerate(vals)])
+                                         "DiT pool": (0.60, 0.62), "shuffled labels": (0.10, 0.12)}.items() for k, v in enumerate(vals)])
     s = _study().summarise(long, None).iloc[0]
     sd = pd.Series([0.70, 0.72]).std()                       # every set has the same sample sd over its two seeds
-    assert abs(s.mean_gap_points - 10.0) < 1e-9 and abs(s.gap_in_sd - 0.10 / sd) < 1e-9 and s.sets == 3
+    assert abs(s.mean_gap_points - 10.0) < 1e-9 and abs(s.gap_in_sd - 0.10 / sd) < 1e-9 and s.sets == 4
 
 
 @pytest.mark.slow
