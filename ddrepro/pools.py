@@ -49,7 +49,12 @@ def hook_identity(hook) -> dict | None:
     if callable(getattr(hook, "settings", None)): settings = hook.settings()
     elif target is type(hook) and hasattr(hook, "__dict__"):
         settings = {k: v for k, v in vars(hook).items() if not k.startswith("_")}
-    else: settings = {}
+    else:                                   # a plain function: what it computes (its bytecode, constants, closure)
+        code = getattr(hook, "__code__", None)
+        h = hashlib.sha256(code.co_code + repr(code.co_consts).encode() if code is not None else b"")
+        for cell in getattr(hook, "__closure__", None) or ():
+            h.update(str(_jsonable(cell.cell_contents)).encode())
+        settings = {"code": h.hexdigest()[:12]}
     return {"name": name, "settings": _jsonable(settings)}
 
 # %% ../nbs/07_pools.ipynb #31844347
