@@ -1,4 +1,4 @@
-"The evaluation-sensitivity study script end to end in its smoke mode (tiny panel, one preset, 2 epochs)."
+"The evaluation-sensitivity study script: its summary statistics by hand, and a smoke run end to end."
 import importlib.util
 from pathlib import Path
 
@@ -14,19 +14,57 @@ def _study():
     return mod
 
 
+def _long(preset, values, ipc=10):
+    return [dict(ipc=ipc, protocol="hard", preset=preset, set=s, seed=k, final=v, seconds=1.0)
+            for s, vals in values.items() for k, v in enumerate(vals)]
+
+
 def test_summary_gap_in_run_sd_units_by_hand():
-    long = pd.DataFrame([dict(ipc=10, protocol="hard", preset="p", set=s, seed=k, final=v, seconds=1.0)
-                         for s, vals in {"random real s0": (0.70, 0.72), "random real s1": (0.69, 0.71),
-                                         "DiT pool": (0.60, 0.62), "shuffled labels": (0.10, 0.12)}.items() for k, v in enumerate(vals)])
+    long = pd.DataFrame(_long("p", {"random real s0": (0.70, 0.72), "random real s1": (0.68, 0.70),
+                                    "DiT pool CFG 1": (0.60, 0.62), "shuffled labels": (0.10, 0.12)}))
     s = _study().summarise(long, None).iloc[0]
     sd = pd.Series([0.70, 0.72]).std()                       # every set has the same sample sd over its two seeds
-    assert abs(s.mean_gap_points - 10.0) < 1e-9 and abs(s.gap_in_sd - 0.10 / sd) < 1e-9 and s.sets == 4
+    # random real = mean of its two subsets (0.70); the pool 0.61 → gap 9 points
+    assert abs(s.mean_gap_points - 9.0) < 1e-9 and abs(s.gap_in_sd - 0.09 / sd) < 1e-9 and s.sets == 4
+    assert s.a_gap is None and s.b_rank is None and s.c_time is None   # no reference, not IPC 50
+
+
+def test_criteria_against_a_reference():
+    ref = {"random real s0": (0.80, 0.81), "random real s1": (0.80, 0.81), "DiT pool CFG 1": (0.70, 0.71),
+           "Minimax pool": (0.60, 0.61), "shuffled labels": (0.10, 0.11)}
+    good = {k: tuple(v - 0.01 for v in vs) for k, vs in ref.items()}                    # same gaps, same order
+    flat = {k: (0.70, 0.72) if k != "shuffled labels" else (0.10, 0.12) for k in ref}  # no gap at all
+    long = pd.DataFrame(_long("ref", ref, 50) + _long("good", good, 50) + _long("flat", flat, 50))
+    m = _study()
+    s = m.summarise(long, "ref").set_index("preset")
+    # the reference separates random real from nothing: the two random-real subsets tie and are dropped
+    assert m.separated_sets(m.set_stats(long[long.preset == "ref"])) == ["DiT pool CFG 1", "Minimax pool", "shuffled labels"]
+    assert s.at["good", "a_gap"] and s.at["good", "b_rank"] and abs(s.at["good", "gap_vs_reference"] - 1) < 1e-9
+    assert s.at["good", "c_time"] and abs(s.at["good", "spearman_vs_reference"] - 1) < 1e-9
+    assert not s.at["flat", "a_gap"] and s.at["flat", "mean_gap_points"] == 0
+
+
+def test_random_real_order():
+    long = pd.DataFrame(_long("p", {"random real s0": (0.3,)}, 1) + _long("p", {"random real s0": (0.6,)}, 10)
+                        + _long("p", {"random real s0": (0.5,)}, 50) + _long("q", {"random real s0": (0.3,)}, 1)
+                        + _long("q", {"random real s0": (0.6,)}, 10))
+    o = _study().random_real_order(long).set_index("preset")
+    assert not o.at["p", "increasing"] and o.at["q", "increasing"]
+
+
+def test_presets_spell_out_their_settings():
+    m = _study()
+    base, o = m.overrides_for("paper300", "hard", 10)
+    assert base == "paper" and o == dict(epochs=300, eval_every=300)
+    base, o = m.overrides_for("dsa_x2", "hard", 50)
+    assert base == "embedded" and o["augment"] == "dsa" and o["cutmix_p"] == 0 and o["epochs"] == 100
 
 
 @pytest.mark.slow
 def test_study_smoke_run(tmp_path):
-    long, summary = _study().main(["--smoke", "--protocols", "hard", "--presets", "embedded", "--repeats", "1",
-                                   "--workers", "1", "--out", str(tmp_path)])
+    long, summary = _study().main(["--smoke", "--protocols", "hard", "--presets", "rrc", "--reference", "rrc",
+                                   "--repeats", "1", "--workers", "1", "--out", str(tmp_path)])
     assert set(long["set"]) == {"random real s0", "random real s1", "shuffled labels", "DiT pool CFG 4", "least confident real"}
-    assert (tmp_path / "sensitivity_long.csv").exists() and (tmp_path / "sensitivity.png").exists()
-    assert len(summary) == 1 and summary.iloc[0].sets == 5
+    for f in ("sensitivity_long.csv", "sensitivity_summary.csv", "sensitivity_random_real.csv", "sensitivity.png"):
+        assert (tmp_path / f).exists(), f
+    assert len(summary) == 1 and summary.iloc[0].sets == 5 and set(long["git_dirty"]) <= {True, False}
