@@ -34,10 +34,10 @@ __all__ = ['DSA_PARAMS', 'DSA_GROUPS', 'BEST_LABEL', 'hard_epochs', 'multistep_m
            'param_groups', 'rrc_boxes', 'interp_matrix', 'crop_resize', 'crop_resize_grid', 'jitter_ops',
            'jitter_affine', 'color_affine', 'color_jitter', 'lighting_offset', 'pca_lighting', 'cutmix_box',
            'apply_cutmix', 'cutmix_ce', 'shuffle_patches', 'dsa_group', 'dsa_augment', 'soft_kl', 'EvalConfig',
-           'eval_config', 'check_sets', 'take_ipc', 'prepare_images', 'augment_batch', 'train_step', 'make_student',
-           'train_student', 'random_real_subset', 'merge_runs', 'default_eval_dir', 'torch_threads', 'evaluate_set',
-           'evaluate_sets', 'paired_difference', 'paired_rows', 'results_table', 'evaluate_folder', 'EvalSettings',
-           'EvalRunConfig', 'main']
+           'eval_config', 'preset_summary', 'check_sets', 'take_ipc', 'prepare_images', 'augment_batch', 'train_step',
+           'make_student', 'train_student', 'random_real_subset', 'merge_runs', 'default_eval_dir', 'torch_threads',
+           'evaluate_set', 'evaluate_sets', 'paired_difference', 'paired_rows', 'results_table', 'evaluate_folder',
+           'EvalSettings', 'EvalRunConfig', 'main']
 
 # %% ../nbs/09_evaluate.ipynb #b34322b2
 def hard_epochs(ipc: int, num_classes: int = 10, dataset: str = "") -> int:
@@ -405,6 +405,19 @@ def eval_config(protocol: str = "hard", preset: str = "embedded", dataset: str =
     cfg.update(overrides)
     return EvalConfig(**cfg)
 
+# %% ../nbs/09_evaluate.ipynb #e6208cd2
+def preset_summary(cfg: EvalConfig) -> str:
+    "One line naming an evaluation's preset and the settings that move its numbers (student, epochs, batch, optimiser, augmentation)."
+    net = f"{cfg.student}-w{cfg.width}" if cfg.student.startswith("convnet") else cfg.student
+    aug = "DSA" if cfg.augment == "dsa" else f"RRC {cfg.rrc_scale[0]:g}–{cfg.rrc_scale[1]:g}" + (" + flip" if cfg.flip else "") + \
+          (f" + jitter {cfg.jitter:g}" if cfg.jitter else "") + (f" + lighting {cfg.lighting:g}" if cfg.lighting else "")
+    if cfg.cutmix_p > 0: aug += " + CutMix" + (f" p={cfg.cutmix_p:g}" if cfg.protocol == "hard" and cfg.cutmix_p < 1 else "")
+    if cfg.shuffle_factor > 1: aug += f" + ShufflePatches {cfg.shuffle_factor}"
+    loss = "CE" if cfg.protocol == "hard" else f"KL T={cfg.temperature:g}"
+    return (f"{cfg.preset}: {net} @{cfg.size}px, {cfg.epochs} ep, bs {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g} "
+            f"{cfg.schedule}, {aug}, {loss}")
+
+
 # %% ../nbs/09_evaluate.ipynb #454336b7
 def _check_labels(s: ImageSet, what: str) -> None:
     k = len(s.class_map)
@@ -720,8 +733,8 @@ def _evaluate_set(train, test, protocol, preset, student, repeats, seed, teacher
                 raise DataError(f"{out}/repeats: only {len(runs)} of {cfg.repeats} runs arrived within {merge_timeout_s} s")
             time.sleep(2)
     summary = merge_runs(runs, cfg.repeats)
-    summary = dict(protocol=cfg.protocol, preset=cfg.preset, student=cfg.student, dataset=cm.dataset, ipc=set_ipc,
-                   name=name, n_train=len(train), **summary, record=str(rec.path))
+    summary = dict(protocol=cfg.protocol, preset=cfg.preset, settings=preset_summary(cfg), student=cfg.student,
+                   dataset=cm.dataset, ipc=set_ipc, name=name, n_train=len(train), **summary, record=str(rec.path))
     rec.finish(**{k: v for k, v in summary.items() if k != "record"})
     if verbose:
         print(f"[{name or cm.dataset} {cfg.protocol}/{cfg.preset} {cfg.student} ipc{set_ipc}] final "
@@ -772,7 +785,7 @@ def evaluate_sets(sets: dict, test, students: Sequence[str], protocol: str = "ha
     else:
         results = [evaluate_set(s, test, **kw) for _, _, s, kw in jobs]
     return [dict(dataset=s.class_map.dataset, method=method, selector=selector, model=r["student"], ipc=r["ipc"],
-                 protocol=r["protocol"], preset=r["preset"], acc_final_mean=r["final_mean"], acc_final_std=r["final_std"],
+                 protocol=r["protocol"], preset=r["preset"], settings=r["settings"], acc_final_mean=r["final_mean"], acc_final_std=r["final_std"],
                  acc_best_mean=r["best_mean"], acc_best_std=r["best_std"], n_runs=r["n_runs"],
                  finals=r["finals"], seeds=r["seeds"], images_per_s=r["images_per_s"], record=r["record"])
             for (method, selector, s, _), r in zip(jobs, results)]
@@ -833,7 +846,8 @@ def results_table(rows: Sequence[tuple[str, dict]]) -> str:
     for label, s in rows:
         lines.append(f"| {label} | {s['protocol']} | {s['preset']} | {s['student']} | {s['ipc']} | {_pm(s['final_mean'], s['final_std'])} | "
                      f"{_pm(s['best_mean'], s['best_std'])} | {s['n_runs']} | {s['run_s']:.1f} | {s['images_per_s']:.0f} |")
-    return "\n".join(lines)
+    named = dict.fromkeys(s["settings"] for _, s in rows if s.get("settings"))
+    return "\n".join(lines) + "".join(f"\n\nEvaluator {x}" for x in named)
 
 # %% ../nbs/09_evaluate.ipynb #b72632ef
 def evaluate_folder(distilled_dir: str | os.PathLike, dataset: str, ipc: int, protocol: str = "hard",

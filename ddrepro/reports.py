@@ -130,6 +130,7 @@ def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
         out[f"Δ vs {df['delta_vs'].iloc[0]} (paired) ± SE, points"] = [
             f"{100 * m:+.1f} ± {100 * s:.1f}" if s == s else f"{100 * m:+.1f}" for m, s in zip(df["delta_mean"], df["delta_se"])]
     if "n_runs" in df: out["runs"] = df["n_runs"]
+    if "settings" in df: out["evaluator settings"] = df["settings"]
     return out
 
 def paper_lookup(row: dict, paper: pd.DataFrame) -> list[dict]:
@@ -284,7 +285,9 @@ def draw_table(spec: TableSpec, root: str | os.PathLike | None = None, out: str 
     out = Path(out or project_root() / "figures") / spec.name.replace("/", "_")
     table = pivot(df, spec.rows, spec.cols, spec.metric)
     preset = sorted(set(df.get("preset", pd.Series(["?"])).astype(str)))
+    settings = sorted(set(df["settings"].dropna().astype(str))) if "settings" in df else []
     notes = [f"Accuracy (%): {spec.metric.replace('_', '-')} epoch, mean ± std over runs; evaluation preset: {', '.join(preset)}.",
+             *(f"Evaluator {x}." for x in settings),
              f"Drawn from {len(paths)} run records under runs/tables/{spec.name}/ by `ddrepro-table {spec.name}`."]
     write_table(table, out, title=spec.title or spec.name, notes=notes)
     long = aggregate(df, list(spec.rows) + list(spec.cols), spec.metric)
