@@ -228,13 +228,17 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3); ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--sets", default=None, help="comma list: only these panel sets (default: all)")
     ap.add_argument("--smoke", action="store_true"); ap.add_argument("--out", default=None)
+    ap.add_argument("--tables-only", action="store_true", help="evaluate nothing: rebuild the tables from the records")
+    ap.add_argument("--figures", action="store_true",
+                    help="also copy the tables and plot to figures/eval_sensitivity_* (refused unless every record "
+                         "comes from one clean commit)")
     a = ap.parse_args(argv)
     presets = a.presets.split(",")
     unknown = [p for p in presets + [a.reference] if p not in PRESETS]
     if unknown: raise SystemExit(f"--presets/--reference {unknown}: expected some of {sorted(PRESETS)}")
     protocols = a.protocols.split(",")
     if set(protocols) - {"hard", "soft"}: raise SystemExit(f"--protocols {a.protocols!r}: expected hard and/or soft")
-    ipcs = [2] if a.smoke else [int(x) for x in a.ipcs.split(",")]
+    ipcs = [] if a.tables_only else [2] if a.smoke else [int(x) for x in a.ipcs.split(",")]
     train, test = load_real("fashion_mnist", "train"), load_real("fashion_mnist", "test")
     out = Path(a.out) if a.out else study_root()
     for ipc in ipcs:
@@ -262,7 +266,23 @@ def main(argv=None):
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(summary.round(3).to_string(index=False)); print(order.round(1).to_string(index=False))
     plot(long, out / "sensitivity.png", int(long.groupby(["ipc", "protocol", "preset", "set"]).size().max()))
+    if a.figures: publish(out, project_root() / "figures", long)
     return long, summary
+
+
+def publish(out: Path, figures: Path, long: pd.DataFrame) -> list[Path]:
+    "Copy the study's tables and plot to `figures/eval_sensitivity_*`, only when all its records share one clean commit."
+    commits = long.groupby(["git_sha", "git_dirty"]).size()
+    if len(commits) != 1 or bool(commits.index[0][1]):
+        raise SystemExit(f"--figures: the records come from {commits.to_dict()} (commit, dirty); figures need one "
+                         "clean commit — commit, then rerun the study in a clean checkout")
+    done = []
+    for name in ("sensitivity_long.csv", "sensitivity_summary.csv", "sensitivity_random_real.csv", "sensitivity.png"):
+        dst = figures / f"eval_{name}"
+        with atomic_write(dst, "wb") as f: f.write((out / name).read_bytes())
+        done.append(dst)
+    print("wrote", ", ".join(str(d) for d in done))
+    return done
 
 
 if __name__ == "__main__":

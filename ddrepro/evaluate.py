@@ -30,14 +30,14 @@ from .students import STUDENTS, build_student, count_params, norm_stats, predict
 from .backbones import load_teacher
 
 # %% auto #0
-__all__ = ['DSA_PARAMS', 'DSA_GROUPS', 'BEST_LABEL', 'hard_epochs', 'multistep_milestones', 'rded_lr_factor', 'rded_batch_size',
-           'param_groups', 'rrc_boxes', 'interp_matrix', 'crop_resize', 'crop_resize_grid', 'jitter_ops',
-           'jitter_affine', 'color_affine', 'color_jitter', 'lighting_offset', 'pca_lighting', 'cutmix_box',
-           'apply_cutmix', 'cutmix_ce', 'shuffle_patches', 'dsa_group', 'dsa_augment', 'soft_kl', 'EvalConfig',
-           'eval_config', 'preset_summary', 'check_sets', 'take_ipc', 'prepare_images', 'augment_batch', 'train_step',
-           'make_student', 'train_student', 'random_real_subset', 'merge_runs', 'default_eval_dir', 'torch_threads',
-           'evaluate_set', 'evaluate_sets', 'paired_difference', 'paired_rows', 'results_table', 'evaluate_folder',
-           'EvalSettings', 'EvalRunConfig', 'main']
+__all__ = ['DSA_PARAMS', 'DSA_GROUPS', 'EMBEDDED_AUGMENT', 'BEST_LABEL', 'hard_epochs', 'multistep_milestones', 'rded_lr_factor',
+           'rded_batch_size', 'param_groups', 'rrc_boxes', 'interp_matrix', 'crop_resize', 'crop_resize_grid',
+           'jitter_ops', 'jitter_affine', 'color_affine', 'color_jitter', 'lighting_offset', 'pca_lighting',
+           'cutmix_box', 'apply_cutmix', 'cutmix_ce', 'shuffle_patches', 'dsa_group', 'dsa_augment', 'soft_kl',
+           'EvalConfig', 'eval_config', 'preset_summary', 'check_sets', 'take_ipc', 'prepare_images', 'augment_batch',
+           'train_step', 'make_student', 'train_student', 'random_real_subset', 'merge_runs', 'default_eval_dir',
+           'torch_threads', 'evaluate_set', 'evaluate_sets', 'paired_difference', 'paired_rows', 'results_table',
+           'evaluate_folder', 'EvalSettings', 'EvalRunConfig', 'main']
 
 # %% ../nbs/09_evaluate.ipynb #b34322b2
 def hard_epochs(ipc: int, num_classes: int = 10, dataset: str = "") -> int:
@@ -362,6 +362,9 @@ class EvalConfig:
         ep = [e for e in range(1, self.epochs + 1) if e % self.eval_every == 0 and e > self.eval_after * self.epochs]
         return sorted(set(ep) | {self.epochs})
 
+# the embedded preset's augmentation under both protocols, chosen by the sensitivity study below: DSA, no CutMix
+EMBEDDED_AUGMENT = dict(augment="dsa", cutmix_p=0.0)
+
 def _paper_size(dataset: str, protocol: str, student: str) -> int:
     if dataset in ("cifar10", "cifar100", "fashion_mnist"): return 32
     if protocol == "soft" and student.startswith("convnet") and dataset != "imagenet1k": return 128
@@ -401,11 +404,12 @@ def eval_config(protocol: str = "hard", preset: str = "embedded", dataset: str =
         if preset == "paper": cfg.update(epochs=300, eval_every=10, eval_after=0.8)
         else:
             e = 150 if ipc_ <= 1 else 60 if ipc_ <= 10 else 30; cfg.update(epochs=e, eval_every=math.ceil(e / 2))
+    if preset == "embedded": cfg.update(EMBEDDED_AUGMENT)
     cfg.update(protocol=protocol, preset=preset, dataset=dataset, ipc=ipc, num_classes=nc)
     cfg.update(overrides)
     return EvalConfig(**cfg)
 
-# %% ../nbs/09_evaluate.ipynb #e6208cd2
+# %% ../nbs/09_evaluate.ipynb #38c164f4
 def preset_summary(cfg: EvalConfig) -> str:
     "One line naming an evaluation's preset and the settings that move its numbers (student, epochs, batch, optimiser, augmentation)."
     net = f"{cfg.student}-w{cfg.width}" if cfg.student.startswith("convnet") else cfg.student

@@ -68,3 +68,14 @@ def test_study_smoke_run(tmp_path):
     for f in ("sensitivity_long.csv", "sensitivity_summary.csv", "sensitivity_random_real.csv", "sensitivity.png"):
         assert (tmp_path / f).exists(), f
     assert len(summary) == 1 and summary.iloc[0].sets == 5 and set(long["git_dirty"]) <= {True, False}
+
+
+def test_publish_needs_one_clean_commit(tmp_path):
+    m = _study()
+    for n in ("sensitivity_long.csv", "sensitivity_summary.csv", "sensitivity_random_real.csv", "sensitivity.png"):
+        (tmp_path / n).write_text(n)
+    long = pd.DataFrame(dict(git_sha=["a", "a"], git_dirty=[False, True]))
+    with pytest.raises(SystemExit, match="one clean commit"): m.publish(tmp_path, tmp_path / "fig", long)
+    with pytest.raises(SystemExit, match="one clean commit"): m.publish(tmp_path, tmp_path / "fig", long.assign(git_sha=["a", "b"], git_dirty=False))
+    out = m.publish(tmp_path, tmp_path / "fig", long.assign(git_dirty=False))
+    assert [p.name for p in out][0] == "eval_sensitivity_long.csv" and out[3].read_text() == "sensitivity.png"

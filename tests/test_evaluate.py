@@ -488,7 +488,7 @@ def test_dsa_augmentation_option_trains_and_differs_from_rrc(tmp_path):
     "EvalConfig.augment='dsa' (Zhao & Bilen 2021) runs through the one training loop and learns the learnable set."
     train, test = _set(3), _set(2, seed=1)
     d = ev.evaluate_set(train, test, "hard", repeats=1, seed=5, **_kw(tmp_path / "d", epochs=200, augment="dsa", cutmix_p=0.0))
-    r = ev.evaluate_set(train, test, "hard", repeats=1, seed=5, **_kw(tmp_path / "r", epochs=200, cutmix_p=0.0))
+    r = ev.evaluate_set(train, test, "hard", repeats=1, seed=5, **_kw(tmp_path / "r", epochs=200, augment="rrc", cutmix_p=0.0))
     assert d["final_mean"] >= 0.4 and d["finals"] != r["finals"]
     with pytest.raises(ConfigError, match="augment='mixup'"):
         ev.eval_config("hard", "embedded", "fashion_mnist", 10, augment="mixup")
