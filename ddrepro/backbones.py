@@ -22,10 +22,11 @@ from .students import Normalized, STUDENTS, build_student, IMAGENET_MEAN, IMAGEN
 from . import zoo
 
 # %% auto #0
-__all__ = ['WEIGHT_FILES', 'HUB', 'META_DIT_URL', 'DIT_HEADS', 'CLIP_MEAN', 'CLIP_STD', 'Asset', 'weights_sha256', 'hub_entry',
-           'hub_snapshot', 'meta_dit_config', 'convert_meta_dit', 'meta_dit_compat', 'read_checkpoint', 'load_dit',
-           'load_vae', 'load_ddpm', 'TextBackbone', 'load_text_backbone', 'tiny_clip_text', 'load_clip', 'ClipEncoder',
-           'TeacherHead', 'load_teacher', 'load_image_text_encoder']
+__all__ = ['WEIGHT_FILES', 'HUB', 'META_DIT_URL', 'DIT_HEADS', 'META_TIMESTEPS_FILE', 'CLIP_MEAN', 'CLIP_STD', 'Asset',
+           'weights_sha256', 'hub_entry', 'hub_snapshot', 'meta_dit_config', 'convert_meta_dit', 'meta_dit_compat',
+           'read_checkpoint', 'load_dit', 'load_vae', 'load_ddpm', 'TextBackbone', 'load_text_backbone',
+           'tiny_clip_text', 'load_clip', 'ClipEncoder', 'TeacherHead', 'load_teacher', 'load_image_text_encoder',
+           'check_encoder_spec']
 
 # %% ../nbs/05_backbones.ipynb #83a3dbde
 @dataclass
@@ -205,6 +206,8 @@ def _finish(model, device, dtype):
     model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
     return model.eval()
 
+META_TIMESTEPS_FILE = "ddrepro_meta_timesteps"   # marker in a diffusers DiT folder whose weights use Meta's timestep embedding
+
 def load_dit(source: str | os.PathLike = "zoo", revision: str | None = None, *, download: bool = False,
              meta_timesteps: bool | None = None, num_heads: int | None = None, device: str = "cpu",
              dtype: torch.dtype | None = None):
@@ -212,7 +215,8 @@ def load_dit(source: str | os.PathLike = "zoo", revision: str | None = None, *, 
     or a Meta/Minimax checkpoint file (`DiT-XL-2-256x256.pt`, a Minimax `0012000.pt`).
 
     `meta_timesteps`: use Meta's timestep embedding (default: on for Meta-trained weights, off for
-    diffusers-trained ones such as the zoo)."""
+    diffusers-trained ones such as the zoo; a folder saved from Meta-trained weights, e.g. a Minimax fine-tune of
+    DiT-XL/2, says so in its `META_TIMESTEPS_FILE`)."""
     from diffusers import DiTTransformer2DModel
     if source == "zoo":
         return _finish(_zoo_load("dit"), device, dtype), _zoo_asset("dit")
@@ -240,7 +244,7 @@ def load_dit(source: str | os.PathLike = "zoo", revision: str | None = None, *, 
         model = DiTTransformer2DModel.from_pretrained(folder, subfolder=sub)
         d = folder / sub if sub else folder
         asset = Asset("dit", "local", id=d.name, path=str(d), sha256=weights_sha256(d))
-        meta = bool(meta_timesteps)
+        meta = (d / META_TIMESTEPS_FILE).exists() if meta_timesteps is None else bool(meta_timesteps)
     if meta: meta_dit_compat(model)
     return _finish(model, device, dtype), asset
 
@@ -572,6 +576,7 @@ def load_teacher(teacher: Any, cm: ClassMap, size: int = 32, arch: str | None = 
 # %% ../nbs/05_backbones.ipynb #4941145c
 def load_image_text_encoder(spec: str = "zoo", device: str = "auto", download: bool = False):
     "An encoder with `encode_image([0,1] images)` / `encode_text(prompts)` (L2-normalised) and `.assets`."
+    check_encoder_spec(spec)                                 # a misspelt name fails here, before any import or download
     dev = str(pick_device(device))
     if spec == "zoo" or spec in HUB:
         enc, asset = load_clip(spec, download=download, device=dev)
@@ -589,3 +594,44 @@ def load_image_text_encoder(spec: str = "zoo", device: str = "auto", download: b
     if isinstance(enc, nn.Module): enc = enc.to(dev)
     enc.assets = {"clip": asset.as_dict()}
     return enc
+
+# %% ../nbs/05_backbones.ipynb #74852043
+def _open_clip_archs() -> set[str] | None:
+    "open_clip's architecture names, from its `model_configs/*.json` (None when open_clip_torch is not installed)."
+    import importlib.util
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or spec.origin is None: return None
+    return {p.stem for p in (Path(spec.origin).parent / "model_configs").glob("*.json")}
+
+def check_encoder_spec(spec: str, check_files: bool = False, param: str = "encoder") -> dict:
+    """Parse an image–text encoder name without loading it: `{kind: 'zoo' | 'hub' | 'open_clip' | 'local', arch,
+    pretrained, path}`. ConfigError (naming `param`, the value and what is expected) for an unknown name or open_clip
+    architecture; with `check_files`, AssetError for a checkpoint path that does not exist."""
+    clip_names = [k for k, v in HUB.items() if v["kind"] == "clip"]
+    expected = (f"expected 'zoo', one of {clip_names}, open_clip:<arch>:<pretrained tag or checkpoint file> "
+                "or the path of an open_clip ViT-B-32 checkpoint file")
+    if not isinstance(spec, str) or not spec: raise ConfigError(f"{param}={spec!r}: {expected}")
+    if spec == "zoo": return dict(kind="zoo", arch=None, pretrained=None, path=None)
+    if spec in HUB:
+        if HUB[spec]["kind"] != "clip": raise ConfigError(f"{param}={spec!r} is a {HUB[spec]['kind']}, not an image–text encoder; {expected}")
+        return dict(kind="hub", arch=HUB[spec]["arch"], pretrained=HUB[spec]["pretrained"], path=None)
+    path = None
+    if spec.startswith("open_clip:"):
+        parts = spec.split(":", 2)
+        if len(parts) != 3 or not all(parts[1:]):
+            raise ConfigError(f"{param}={spec!r}: expected open_clip:<arch>:<pretrained tag or checkpoint file>")
+        _, arch, pre = parts
+        archs = _open_clip_archs()
+        if archs is not None and arch not in archs:
+            near = sorted(a for a in archs if a.lower().startswith(arch.lower()[:5]))[:8]
+            raise ConfigError(f"{param}={spec!r}: open_clip has no architecture {arch!r} (e.g. {near or sorted(archs)[:8]})")
+        if os.sep in pre or pre.endswith((".pt", ".pth", ".bin", ".safetensors")): path = pre
+        out = dict(kind="open_clip", arch=arch, pretrained=Path(pre).name if path else pre, path=path)
+    elif os.sep in spec or spec.endswith((".pt", ".pth", ".bin", ".safetensors")) or Path(spec).is_file():
+        path = spec
+        out = dict(kind="local", arch="ViT-B-32", pretrained=Path(spec).name, path=path)
+    else:
+        raise ConfigError(f"{param}={spec!r}: {expected}")
+    if check_files and path is not None and not Path(path).expanduser().is_file():
+        raise AssetError(f"{param}={spec!r}: checkpoint file {path} does not exist")
+    return out

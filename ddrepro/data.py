@@ -22,10 +22,10 @@ from .core import DataError, ConfigError, atomic_write, progress
 
 # %% auto #0
 __all__ = ['IMAGEWOOF_WNIDS', 'IMAGENETTE_WNIDS', 'IMAGENET100_WNIDS', 'IMAGEIDC_WNIDS', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES',
-           'FASHION_MNIST_CLASSES', 'DATASETS', 'IMAGE_EXTS', 'FASHION_MNIST_DEBIAN', 'FASTAI_ARCHIVES',
-           'imagenet1k_classes', 'ClassMap', 'class_map', 'read_image', 'to_uint8', 'save_image', 'to_float01',
-           'ImageSet', 'load_fashion_mnist', 'load_cifar', 'find_image_root', 'load_image_folder', 'load_real',
-           'load_distilled', 'save_image_set']
+           'FASHION_MNIST_CLASSES', 'DATASETS', 'IMAGE_EXTS', 'FASHION_MNIST_DEBIAN', 'FASTAI_ARCHIVES', 'VAL_SPLITS',
+           'IMAGENET_VAL_PER_CLASS', 'imagenet1k_classes', 'ClassMap', 'class_map', 'read_image', 'to_uint8',
+           'save_image', 'to_float01', 'ImageSet', 'load_fashion_mnist', 'load_cifar', 'find_image_root',
+           'find_imagenet_val', 'load_image_folder', 'load_real', 'load_distilled', 'save_image_set']
 
 # %% ../nbs/01_data.ipynb #76ace4b9
 def _asset(*parts) -> Path:
@@ -329,12 +329,51 @@ def find_image_root(dataset: str, data_root: str | os.PathLike | None) -> tuple[
     raise DataError(f"{dataset}: no train/ folder found; looked in {[str(t) for t in tried]}. Expected "
                     f"<root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*; pass -p data_root /path or set DDREPRO_DATA")
 
-def load_image_folder(dataset: str, split: str = "train", data_root: str | os.PathLike | None = None,
-                      val_per_class: int | None = None, names: str = "clip") -> ImageSet:
-    "An ImageNet-derived split as a lazily decoded `ImageSet` (files + labels in ClassMap order)."
+VAL_SPLITS = {
+    "auto": "the val/ folder next to train/ under data_root, whichever layout that is (recorded as `layout`)",
+    "imagenet_val50": "the 50 ILSVRC-2012 validation images of each wnid, as Minimax / IDC / SAS evaluate "
+                      "(from val_root, else an ImageNet-native folder under data_root)",
+    "fastai": "the val/ split of the fastai imagewoof2 / imagenette2 archives (~390 per class; not the papers' split)",
+}
+IMAGENET_VAL_PER_CLASS = 50
+
+def find_imagenet_val(dataset: str, root: str | os.PathLike | None, names: str = "clip") -> Path:
+    """The folder holding `<wnid>/` with exactly ImageNet's 50 validation images for every class of `dataset`: `root`
+    itself, `root/val`, `root/<dataset>/val` or `root/imagenet/val` (`root` default: $DDREPRO_DATA). A folder with
+    other counts (a fastai re-split has ~390 per class) is refused, naming the counts."""
     cm = class_map(dataset, names)
-    root, src = find_image_root(dataset, data_root)
-    split_dir = root / split
+    root = root or os.environ.get("DDREPRO_DATA") or None
+    if root is None:
+        raise DataError(f"{dataset}: val_split='imagenet_val50' needs the ImageNet validation images; pass -p val_root "
+                        "<ILSVRC-2012 val sorted into <wnid>/ folders (or a folder holding val/<wnid>/)>, or -p val_split fastai")
+    base, tried = Path(root), []
+    for cand in (base, base / "val", base / dataset / "val", base / "imagenet" / "val"):
+        if not all((cand / w).is_dir() for w in cm.folders):
+            tried.append(str(cand)); continue
+        counts = [len(_list_images(cand / w)) for w in cm.folders]
+        if all(c == IMAGENET_VAL_PER_CLASS for c in counts): return cand
+        tried.append(f"{cand} (images per class {counts}: not ImageNet's {IMAGENET_VAL_PER_CLASS}; a fastai re-split?)")
+    raise DataError(f"{dataset}: val_split='imagenet_val50': no folder of <wnid>/ folders with {IMAGENET_VAL_PER_CLASS} "
+                    f"ImageNet validation images each; looked in {tried}. Pass -p val_root <ILSVRC-2012 val sorted into "
+                    "<wnid>/ folders>, or -p val_split fastai for the fastai archive's split")
+
+def load_image_folder(dataset: str, split: str = "train", data_root: str | os.PathLike | None = None,
+                      val_per_class: int | None = None, names: str = "clip", val_split: str = "auto",
+                      val_root: str | os.PathLike | None = None) -> ImageSet:
+    """An ImageNet-derived split as a lazily decoded `ImageSet` (files + labels in ClassMap order). For `split='val'`,
+    `val_split` picks which validation images (`VAL_SPLITS`); `val_root`: where the ImageNet validation images are."""
+    if val_split not in VAL_SPLITS:
+        raise ConfigError(f"val_split={val_split!r}: expected one of {list(VAL_SPLITS)}")
+    cm = class_map(dataset, names)
+    if split == "val" and val_split == "imagenet_val50":
+        split_dir = find_imagenet_val(dataset, val_root or data_root, names)
+        root, src = split_dir, "imagenet-val50"
+    else:
+        root, src = find_image_root(dataset, data_root)
+        split_dir = root / split
+        if split == "val" and val_split == "fastai" and not src.startswith("fastai:"):
+            raise DataError(f"{dataset}: val_split='fastai' but {root} is not a fastai archive ({src}); expected "
+                            f"{[str(Path(data_root or '') / n) for n in FASTAI_ARCHIVES.get(dataset, ())] or 'none exists for ' + dataset}")
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: split folder missing (expected {split}/<wnid>/ next to train/)")
     files, labels = [], []
@@ -345,14 +384,20 @@ def load_image_folder(dataset: str, split: str = "train", data_root: str | os.Pa
     per = np.bincount(labels, minlength=len(cm)).tolist()
     return ImageSet(cm, torch.tensor(labels), files=files,
                     source=dict(dataset=dataset, split=split, path=str(root), layout=src,
+                                **({"val_split": val_split} if split == "val" else {}),
                                 per_class_min=min(per), per_class_max=max(per), n=len(files)))
 
 # %% ../nbs/01_data.ipynb #ffa1a638
-def load_real(dataset: str, split: str = "train", data_root: str | os.PathLike | None = None, **kw) -> ImageSet:
-    "The real `split` of any ddrepro dataset name (`fashion_mnist`, `cifar10`, …, `imagenet1k`)."
+def load_real(dataset: str, split: str = "train", data_root: str | os.PathLike | None = None, *,
+              val_split: str = "auto", val_root: str | os.PathLike | None = None, **kw) -> ImageSet:
+    """The real `split` of any ddrepro dataset name (`fashion_mnist`, `cifar10`, …, `imagenet1k`); `val_split` /
+    `val_root`: which validation images of an ImageNet-derived set (`VAL_SPLITS`; the others have one test split)."""
+    if dataset in ("fashion_mnist", "cifar10", "cifar100") and val_split != "auto":
+        raise ConfigError(f"val_split={val_split!r}: {dataset} has one test split; expected 'auto'")
     if dataset == "fashion_mnist": return load_fashion_mnist("test" if split in ("val", "test") else "train", data_root, **kw)
     if dataset in ("cifar10", "cifar100"): return load_cifar(dataset, "test" if split in ("val", "test") else "train", data_root, **kw)
-    if dataset in DATASETS: return load_image_folder(dataset, "val" if split in ("val", "test") else "train", data_root, **kw)
+    if dataset in DATASETS: return load_image_folder(dataset, "val" if split in ("val", "test") else "train", data_root,
+                                                     val_split=val_split, val_root=val_root, **kw)
     raise ConfigError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
 
 # %% ../nbs/01_data.ipynb #9fdab241

@@ -21,14 +21,15 @@ import torch.nn.functional as F
 from .core import ConfigError, DataError, RunRecord, derive_seed, pick_device, progress
 from .data import load_real
 from .diffusion import denoising_error, drop_labels, ema_update, encode_posterior, label_dropout_off, make_scheduler
-from .backbones import Asset, load_dit, load_vae, weights_sha256
+from .backbones import Asset, META_TIMESTEPS_FILE, load_dit, load_vae, weights_sha256
 from .core import project_root
 
 # %% auto #0
 __all__ = ['DIFFFIT_KEYS', 'meta_param_name', 'mark_difffit_trainable', 'tie_block_embedders', 'normal_kl',
            'discretized_gaussian_nll', 'diffusion_loss', 'cosine_matrix', 'minimax_pos_loss', 'minimax_neg_loss',
            'ClassMemory', 'minimax_losses', 'MinimaxConfig', 'encode_posteriors', 'finetune_minimax', 'main',
-           'mean_pairwise_distance', 'minimax_cache_dir', 'zoo_minimax']
+           'mean_pairwise_distance', 'minimax_checkpoint_dir', 'minimax_finetune_command', 'minimax_cache_dir',
+           'zoo_minimax']
 
 # %% ../nbs/06_minimax.ipynb #a1496e9d
 _META_PATTERNS = [
@@ -285,6 +286,7 @@ def finetune_minimax(model, vae, images: torch.Tensor, labels: torch.Tensor, cfg
         out = Path(out_dir)
         rec = record or RunRecord.start(out, dict(method="minimax", **asdict(cfg), n_images=len(labels)), kind="minimax")
         ema.save_pretrained(out / "ema")
+        if getattr(ema, "meta_timesteps", False): (out / "ema" / META_TIMESTEPS_FILE).write_text("1\n")   # DiT-XL/2: Meta's embedding
         np.savez(out / "history.npz", **hist)
         rec.results.update(minimax=info)
         rec.add_asset("minimax_ema", id="ema", path=out / "ema" / "diffusion_pytorch_model.safetensors")
@@ -348,6 +350,20 @@ def mean_pairwise_distance(emb: torch.Tensor, labels: torch.Tensor) -> float:
     return float(np.mean(vals))
 
 # %% ../nbs/06_minimax.ipynb #7e7b59f8
+def minimax_checkpoint_dir(dataset: str, base: str = "DiT-XL-2-256", seed: int = 0) -> Path:
+    """Where the paper-scale Minimax fine-tune of `base` on `dataset` goes (relative to the project root, the run
+    notebooks' cwd): `runs/minimax/<dataset>_<base>_seed<seed>`; its `ema/` folder is a Minimax pool's `generator_weights`."""
+    return Path("runs") / "minimax" / f"{dataset}_{base}_seed{seed}"
+
+def minimax_finetune_command(dataset: str, out: str | os.PathLike | None = None, base: str = "DiT-XL-2-256",
+                             seed: int = 0, data_root: str | None = None) -> str:
+    """The shell command of the paper-scale Minimax fine-tune (Gu et al., CVPR 2024, official `train_dit.py`: DiT-XL/2
+    from its public weights, DiffFit parameters, AdamW lr 1e-3, batch 8, 256 px, `sd-vae-ft-ema`, the EMA at step
+    12 000) of `base` on `dataset`'s real training images, writing `<out>/ema` (GPU; `base` from the hub cache)."""
+    out = out if out is not None else minimax_checkpoint_dir(dataset, base, seed)
+    return (f"accelerate launch -m ddrepro.minimax --dataset {dataset} --data-root {data_root or '<data_root>'} --dit {base} "
+            f"--vae sd-vae-ft-ema --size 256 --epochs 8 --max-steps 12000 --seed {seed} --out {out}")
+
 def minimax_cache_dir(dataset: str, seed: int, steps: int, per_class: int) -> Path:
     "Where the embedded Minimax fine-tune of the zoo DiT is cached."
     return project_root() / "runs" / "minimax" / f"{dataset}_zoo_seed{seed}_steps{steps}_n{per_class}"

@@ -20,16 +20,16 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .core import ConfigError, DataError, RunConfig, RunRecord, derive_seed, dist_env, load_config, pick_device, progress, read_json
+from .core import AssetError, ConfigError, DataError, RunConfig, RunRecord, derive_seed, dist_env, load_config, pick_device, progress, read_json
 from .data import ImageSet, class_map, save_image
 from .diffusion import Items, _num_classes, make_scheduler, sample_dit, sample_pixels, sample_text
-from .backbones import load_ddpm, load_dit, load_vae
-from .minimax import zoo_minimax
+from .backbones import HUB, load_ddpm, load_dit, load_vae
+from .minimax import minimax_cache_dir, minimax_checkpoint_dir, minimax_finetune_command, zoo_minimax
 
 # %% auto #0
 __all__ = ['POOLS', 'hook_identity', 'DiTGenerator', 'TextGenerator', 'PixelDDPMGenerator', 'pool_items', 'pool_seed',
-           'make_pool', 'pool_image_set', 'load_pool_generator', 'PoolSettings', 'PoolConfig', 'pool_generator',
-           'build_pool', 'main']
+           'make_pool', 'pool_image_set', 'pool_sources', 'load_pool_generator', 'PoolSettings', 'PoolConfig',
+           'pool_generator', 'build_pool', 'main']
 
 # %% ../nbs/07_pools.ipynb #e6c99bec
 def _jsonable(v):
@@ -297,12 +297,75 @@ def _split_rev(weights: str) -> tuple[str, str | None]:
         w, r = weights.rsplit("@", 1); return w, r
     return weights, None
 
+_PUBLIC_DIT_FILES = ("DiT-XL-2-256x256.pt", "DiT-XL-2-512x512.pt")     # Meta's released (un-fine-tuned) checkpoints
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+def _source_kind(value: str, kind: str, param: str, what: str) -> str:
+    "'zoo' | 'local' (a path: has a separator, starts with '.', ends like a weights file, or exists) | 'hub' (a `HUB` name of `kind`)."
+    if value == "zoo": return "zoo"
+    if os.sep in value or value.startswith(".") or value.endswith(_WEIGHT_SUFFIXES) or Path(value).exists(): return "local"
+    if HUB.get(value, {}).get("kind") == kind: return "hub"
+    raise ConfigError(f"{param}={value!r}: not a local path and not a known {what} name; expected one of "
+                      f"{[k for k, v in HUB.items() if v['kind'] == kind]}[@revision], 'zoo', or a local folder / checkpoint file")
+
+def pool_sources(pool: str = "minimax", dataset: str = "fashion_mnist", weights: str | None = None, vae: str | None = None,
+                 *, check_files: bool = False, seed: int = 0, minimax_steps: int = 1500, minimax_per_class: int = 1000,
+                 data_root=None, pool_param: str = "pool") -> dict:
+    """What `load_pool_generator(pool, dataset, weights=…, vae=…)` would load, resolved by name without loading anything:
+    `{pool, dataset, weights, weights_kind ('zoo' | 'zoo-minimax' | 'hub' | 'local'), revision, vae, vae_kind}`. Checks
+    that the weights fit the pool — a Minimax pool never samples un-fine-tuned DiT weights (that is the DiT pool) — and,
+    with `check_files`, that local paths exist. Errors name the parameter to fix (`pool_param`, `generator_weights`, `vae`)."""
+    if pool not in POOLS: raise ConfigError(f"{pool_param}={pool!r}: expected one of {list(POOLS)}")
+    class_map(dataset)                                          # an unknown dataset is a ConfigError naming it
+    rev, vae_kind = None, None
+    if pool == "ddpm":
+        if weights is None and dataset != "cifar10":
+            raise ConfigError(f"pool='ddpm' on {dataset}: a pixel DDPM is published for cifar10 only and the embedded zoo has "
+                              "none; pass generator_weights=<folder of a class-conditional UNet2DModel> or use pool='dit'")
+        w, rev = _split_rev(str(weights or "cifar10-ddpm"))
+        kind, vae = _source_kind(w, "ddpm", "generator_weights", "pixel DDPM"), None
+        if kind == "zoo": raise ConfigError("generator_weights='zoo': the zoo has no pixel DDPM; pass a UNet2DModel folder")
+    elif weights is None:
+        if dataset != "fashion_mnist":
+            hint = (f"; a Minimax pool needs a Minimax fine-tune of DiT-XL/2 on {dataset}: the Minimax authors' checkpoint "
+                    f"(…/0012000.pt), or generator_weights={minimax_checkpoint_dir(dataset)}/ema made by "
+                    f"`{minimax_finetune_command(dataset, data_root=data_root)}`" if pool == "minimax" else "")
+            raise ConfigError(f"pool={pool!r} on {dataset}: the embedded zoo only covers fashion_mnist; pass generator_weights= "
+                              f"(DiT-XL-2-256[@revision], a local DiT folder, DiT-XL-2-256x256.pt or a Minimax checkpoint){hint}")
+        w, kind = "zoo", "zoo"
+        if pool == "minimax":
+            w, kind = f"zoo-minimax:{minimax_cache_dir(dataset, seed, minimax_steps, minimax_per_class).name}", "zoo-minimax"
+        vae = vae or "zoo"
+    else:
+        w, rev = _split_rev(str(weights))
+        kind = _source_kind(w, "dit", "generator_weights", "DiT")
+        if pool == "minimax" and (kind in ("hub", "zoo") or Path(w).name in _PUBLIC_DIT_FILES):
+            raise ConfigError(f"pool='minimax' with generator_weights={weights!r}: those are un-fine-tuned DiT weights, so this "
+                              "pool would equal the DiT pool; pass a Minimax checkpoint (the Minimax authors' …/0012000.pt, or "
+                              f"<out>/ema from `{minimax_finetune_command(dataset, data_root=data_root)}`), or generator_weights=None "
+                              "on fashion_mnist for the zoo's Minimax fine-tune")
+        vae = vae or "sd-vae-ft-mse"
+    if vae is not None:
+        vae_kind = _source_kind(_split_rev(str(vae))[0], "vae", "vae", "VAE")
+    if check_files:
+        for param, value, k in (("generator_weights", w, kind), ("vae", vae, vae_kind)):
+            if k == "local" and not Path(value).expanduser().exists():
+                out = Path(value).parent if Path(value).name == "ema" else "<out>"
+                hint = (f"; make it with `{minimax_finetune_command(dataset, out, data_root=data_root)}` (GPU, DiT-XL/2 from the "
+                        "hub cache: the paper's Minimax recipe), or point generator_weights at the Minimax authors' checkpoint "
+                        "(…/0012000.pt)" if param == "generator_weights" and pool == "minimax" else "")
+                raise AssetError(f"{param}={value}: no such file or folder (the {pool} pool's "
+                                 f"{'weights' if param == 'generator_weights' else 'VAE'}; a relative path is read from the "
+                                 f"working directory {Path.cwd()}){hint}")
+    return dict(pool=pool, dataset=dataset, weights=w, weights_kind=kind, revision=rev, vae=vae, vae_kind=vae_kind)
+
 def load_pool_generator(pool: str = "minimax", dataset: str = "fashion_mnist", *, weights: str | None = None,
                         vae: str | None = None, num_steps: int = 50, cfg_scale: float | None = 4.0, sampler: str = "ddpm",
                         seed: int = 0, device: str = "auto", minimax_steps: int = 1500, minimax_per_class: int = 1000,
                         data_root=None, download: bool = False, num_heads: int | None = None):
     "A `DiTGenerator` for a DiT or Minimax pool of `dataset` (see above); `.assets` holds the weights' provenance."
-    if pool not in POOLS: raise ConfigError(f"pool={pool!r}: expected one of {list(POOLS)}")
+    pool_sources(pool, dataset, weights, vae, check_files=True, seed=seed, minimax_steps=minimax_steps,
+                 minimax_per_class=minimax_per_class, data_root=data_root)      # names and paths, before any loading
     cm = class_map(dataset)
     dev = pick_device(device)
     assets = {}
@@ -374,7 +437,7 @@ class PoolConfig(PoolSettings, RunConfig):
     threads: int = 1                         # torch CPU threads (0: torch's default)
 
     def __post_init__(self):
-        if self.generator not in POOLS: raise ConfigError(f"generator={self.generator!r}: expected one of {list(POOLS)}")
+        pool_sources(self.generator, self.dataset, self.generator_weights, self.vae, pool_param="generator")   # names only
         super().__post_init__()
 
     @property

@@ -25,8 +25,8 @@ from .core import ConfigError, RunRecord, atomic_write, load_yaml, project_root,
 __all__ = ['ROW_KEYS', 'mean_std', 'fmt_mean_std', 'record_rows', 'find_records', 'collect', 'aggregate', 'pivot',
            'load_paper_numbers', 'match_key', 'side_by_side', 'results_frame', 'paper_lookup', 'paper_beside',
            'df_to_markdown', 'write_table', 'save_figure', 'TableSpec', 'table_path', 'load_table_spec', 'table_cells',
-           'cell_dir', 'cell_done', 'papermill_command', 'records_summary', 'draw_table', 'plot_table', 'run_table',
-           'table_cli', 'table_specs', 'redraw_all']
+           'check_cell_params', 'cell_extra_params', 'cell_run_params', 'cell_dir', 'cell_done', 'papermill_command',
+           'records_summary', 'draw_table', 'plot_table', 'run_table', 'table_cli', 'table_specs', 'redraw_all']
 
 # %% ../nbs/20_reports.ipynb #1722d084
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -199,6 +199,7 @@ class TableSpec:
     paper: str | None = None
     paper_match: dict = field(default_factory=dict)
     plot: dict | None = None
+    cell_params: list = field(default_factory=list)   # [{when: {axis: value, …}, set: {param: value, …}}, …]
 
 def table_path(name: str) -> Path:
     "`sas/table6` → `<project>/params/sas/table6.yaml` (a path to a YAML is used as is)."
@@ -222,14 +223,51 @@ def load_table_spec(name: str) -> TableSpec:
     for k, v in t["grid"].items():
         if not isinstance(v, list) or not v:
             raise ConfigError(f"{path}: table.grid.{k} must be a non-empty list, got {v!r}")
+    t["cell_params"] = check_cell_params(t.get("cell_params") or [], t["grid"], str(path))
     params_dir = project_root() / "params"
     rel = path.resolve().relative_to(params_dir) if path.resolve().is_relative_to(params_dir) else Path(path.name)
     return TableSpec(name=str(rel.with_suffix("")), path=path, base=raw, **t)
 
 def table_cells(spec: TableSpec) -> list[dict]:
-    "The grid's cartesian product, each cell = the parameters that differ from the base."
+    "The grid's cartesian product, each cell = its grid values (what names it; `cell_params` adds the rest)."
     keys = list(spec.grid)
     return [dict(zip(keys, vals)) for vals in itertools.product(*(spec.grid[k] for k in keys))]
+
+def check_cell_params(rules, grid: dict, source: str = "table.cell_params") -> list[dict]:
+    """Check `table.cell_params`: a list of `{when: {grid axis: value, …}, set: {parameter: value, …}}` rules.
+    `when` names grid axes and values on them (a rule with no `when` applies to every cell); `set` may not
+    set a grid axis (the cell's own value would be shadowed). Returns the rules as plain dicts."""
+    if not isinstance(rules, list):
+        raise ConfigError(f"{source}: table.cell_params must be a list of {{when: {{…}}, set: {{…}}}} rules, got {rules!r}")
+    out = []
+    for i, r in enumerate(rules):
+        where = f"{source}: table.cell_params[{i}]"
+        if not isinstance(r, dict) or set(r) - {"when", "set"} or not isinstance(r.get("set"), dict) or not r["set"]:
+            raise ConfigError(f"{where}: expected {{when: {{axis: value}}, set: {{parameter: value}}}}, got {r!r}")
+        when = r.get("when") or {}
+        if not isinstance(when, dict):
+            raise ConfigError(f"{where}.when: expected a mapping of grid axis → value, got {when!r}")
+        for k, v in when.items():
+            if k not in grid:
+                raise ConfigError(f"{where}.when: {k!r} is not a grid axis (axes: {list(grid)})")
+            if v not in grid[k]:
+                raise ConfigError(f"{where}.when: {k}={v!r} is not on the grid (table.grid.{k} = {grid[k]})")
+        shadow = sorted(set(r["set"]) & set(grid))
+        if shadow:
+            raise ConfigError(f"{where}.set: {shadow} are grid axes; a rule may only add parameters the grid does not vary")
+        out.append({"when": dict(when), "set": dict(r["set"])})
+    return out
+
+def cell_extra_params(spec: TableSpec, cell: dict) -> dict:
+    "The `set` values of every `cell_params` rule whose `when` matches `cell`, in file order (a later rule wins)."
+    extra = {}
+    for r in spec.cell_params:
+        if all(k in cell and cell[k] == v for k, v in r["when"].items()): extra.update(r["set"])
+    return extra
+
+def cell_run_params(spec: TableSpec, cell: dict) -> dict:
+    "Every parameter a cell's run gets: the file's base ← the matching `cell_params` ← the cell's grid values."
+    return {**spec.base, **cell_extra_params(spec, cell), **cell}
 
 def _slug(v: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "-", str(v))
@@ -247,11 +285,11 @@ def cell_done(out_dir: Path) -> bool:
     except Exception: return False
 
 def papermill_command(spec: TableSpec, cell: dict, out_dir: Path) -> list[str]:
-    "The papermill call that runs one cell (the table file via -f, the cell values via -p)."
+    "The papermill call that runs one cell (the table file via -f, its `cell_params` and grid values via -p)."
     nb = project_root() / spec.notebook
     cmd = [sys.executable, "-m", "papermill", str(nb), str(out_dir / Path(spec.notebook).name),
            "-f", str(spec.path), "--cwd", str(project_root())]
-    for k, v in {**cell, "out_dir": str(out_dir)}.items():
+    for k, v in {**cell_extra_params(spec, cell), **cell, "out_dir": str(out_dir)}.items():
         cmd += ["-p", k, str(v)] if not isinstance(v, (list, dict)) else ["-y", f"{k}: {v!r}"]
     return cmd
 

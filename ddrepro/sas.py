@@ -5,16 +5,20 @@
 # %% ../nbs/10_sas.ipynb #280e8ed8
 from __future__ import annotations
 
+import numbers
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from .data import read_image, to_float01
+from .data import DATASETS, FASTAI_ARCHIVES, VAL_SPLITS, read_image, to_float01
+from .students import STUDENTS
+from .backbones import check_encoder_spec
 from .selection import (Selection, _np, class_blocks, first_per_class, random_per_class, top_per_class)
-from .pools import POOLS, PoolConfig, PoolSettings
+from .pools import POOLS, PoolConfig, PoolSettings, pool_sources
 from .evaluate import EvalSettings
 from .core import ConfigError, DataError, RunConfig, derive_seed
 
@@ -487,18 +491,70 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
     students: list[str] = field(default_factory=lambda: ["convnet"])
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     pool_dir: str | None = None            # default: the shared runs/pools/<dataset>_<pool>_steps<…>_cfg<…>_seed<…>
+    val_split: str = "auto"                # ImageNet subsets: auto | imagenet_val50 (the papers') | fastai (data.VAL_SPLITS)
+    val_root: str | None = None            # val_split=imagenet_val50: ILSVRC-2012 val sorted into <wnid>/ (default: data_root)
     eval_workers: int = 2                  # evaluations at once on a CPU (processes, one thread each); 1: in turn
     figures: bool = True
 
     def __post_init__(self):
-        parse_selector(self.selector)
-        if self.pool not in POOLS: raise ConfigError(f"pool={self.pool!r}: expected one of {list(POOLS)}")
-        if self.order not in STREAM_ORDERS: raise ConfigError(f"order={self.order!r}: expected one of {list(STREAM_ORDERS)}")
-        if not 0 < self.keep_ratio <= 1: raise ConfigError(f"keep_ratio={self.keep_ratio}: expected 0 < p ≤ 1")
-        if self.eval_workers < 1: raise ConfigError(f"eval_workers={self.eval_workers}: expected ≥ 1")
-        bad = sorted(set(self.baselines) - set(BASELINES))
-        if bad: raise ConfigError(f"baselines={bad}: expected some of {list(BASELINES)}")
+        self.validate()
         super().__post_init__()
+
+    def validate(self) -> "SASConfig":
+        """Check every parameter by name, type and range against the registries (datasets, pools, students, selectors,
+        encoders, validation splits), loading and reading nothing: milliseconds, so a typo fails before any heavy
+        stage. Errors name the parameter, its value and what is expected. Files: `check_assets`."""
+        def bad(name, expected, value=None):
+            raise ConfigError(f"{name}={getattr(self, name) if value is None else value!r}: expected {expected}")
+        if self.dataset not in DATASETS: bad("dataset", f"one of {list(DATASETS)}")
+        ints = dict(ipc=1, seed=0, pool_factor=1, num_steps=1, batch_size=1, minimax_steps=1, minimax_per_class=1, eval_workers=1)
+        for k, lo in ints.items():
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo: bad(k, f"an integer ≥ {lo}")
+        if self.repeats is not None and (isinstance(self.repeats, bool) or not isinstance(self.repeats, numbers.Integral)):
+            bad("repeats", "None (the preset's) or an integer ≥ 1")
+        if isinstance(self.keep_ratio, bool) or not isinstance(self.keep_ratio, numbers.Real) or not 0 < self.keep_ratio <= 1:
+            bad("keep_ratio", "the stage-1 candidate ratio p, 0 < p ≤ 1 (paper 0.5)")
+        if isinstance(self.cfg_scale, bool) or not isinstance(self.cfg_scale, numbers.Real) or not self.cfg_scale >= 0:
+            bad("cfg_scale", "a classifier-free guidance scale ≥ 0 (1: no guidance; Minimax sample.py: 4.0)")
+        parse_selector(self.selector)
+        if self.order not in STREAM_ORDERS: bad("order", f"one of {list(STREAM_ORDERS)}")
+        check_encoder_spec(self.encoder, param="encoder")
+        if not isinstance(self.prompt_template, str) or "{classname}" not in self.prompt_template:
+            bad("prompt_template", "a text with a '{classname}' placeholder, e.g. 'A photo of a {classname}'")
+        if self.class_names not in ("clip", "raw"): bad("class_names", "'clip' (curated CLIP names) or 'raw' (ImageNet synset label)")
+        if isinstance(self.students, str) or not self.students:
+            bad("students", f"a non-empty list of student names, some of {list(STUDENTS)}")
+        unknown = [s for s in self.students if s not in STUDENTS]
+        if unknown: bad("students", f"student names from {list(STUDENTS)}; not students: {unknown}")
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if isinstance(self.baselines, str) or unknown: bad("baselines", f"a list, some of {list(BASELINES)}; unknown: {unknown}")
+        if self.val_split not in VAL_SPLITS: bad("val_split", f"one of {list(VAL_SPLITS)}")
+        if self.dataset in ("fashion_mnist", "cifar10", "cifar100") and self.val_split != "auto":
+            bad("val_split", f"'auto' for {self.dataset} (one test split; the others are ImageNet subsets' validation splits)")
+        if self.val_split == "fastai" and self.dataset not in FASTAI_ARCHIVES:
+            bad("val_split", f"'auto' or 'imagenet_val50' for {self.dataset}: fastai publishes archives of {list(FASTAI_ARCHIVES)} only")
+        if self.val_root is not None and self.val_split != "imagenet_val50":
+            bad("val_root", "None unless val_split='imagenet_val50' (it is where ImageNet's validation images are)")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            bad("device", "'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'")
+        for k in ("data_root", "val_root"):
+            p = getattr(self, k)
+            if p not in (None, "") and not os.path.isdir(os.path.expanduser(str(p))):
+                raise DataError(f"{k}={p!r}: no such folder")
+        self.generator_sources()                      # pool name × dataset × generator_weights / vae, by name
+        return self
+
+    def generator_sources(self, check_files: bool = False) -> dict:
+        "Which weights this run's pool generator loads (`pools.pool_sources`), resolved without loading them."
+        return pool_sources(self.pool, self.dataset, self.generator_weights, self.vae, check_files=check_files, seed=self.seed,
+                            minimax_steps=self.minimax_steps, minimax_per_class=self.minimax_per_class, data_root=self.data_root)
+
+    def check_assets(self) -> dict:
+        """The files a run reads besides its data, checked for existence without loading them: the generator's weights
+        and VAE when they are local paths, and a local encoder checkpoint. Returns the resolved generator sources."""
+        check_encoder_spec(self.encoder, check_files=True, param="encoder")
+        return self.generator_sources(check_files=True)
 
     def default_run_name(self) -> str:
         sel = self.selector.replace(":", "")

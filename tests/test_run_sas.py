@@ -57,3 +57,28 @@ def test_run_sas_paper_params_fail_fast_without_imagewoof(tmp_path):
     assert rec["stages"]["preflight"]["status"].startswith("failed: DataError")
     assert set(rec["stages"]) == {"preflight"}                  # nothing heavy started: no pool, no embedding
     assert not (tmp_path / "run" / "distilled").exists()
+
+
+def test_bad_encoder_name_fails_in_seconds_naming_encoder():
+    import time
+    from ddrepro.core import ConfigError
+    from ddrepro.sas import SASConfig
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"encoder='clip-xxl': expected 'zoo'"):
+        SASConfig(encoder="clip-xxl", out_dir="/tmp/ddrepro-unused")
+    assert time.perf_counter() - t0 < 5
+
+
+def test_run_sas_rejects_a_typo_in_the_config_cell(tmp_path):
+    # `-p encoder clip-xxl` used to surface only after the (embedded, ~85 s) Minimax fine-tune in the preflight;
+    # now the config cell rejects it before the run record, the pool or the fine-tune start
+    out = tmp_path / "run"
+    r = _papermill(tmp_path, "-p", "encoder", "clip-xxl", "-p", "pool_dir", str(tmp_path / "pool"), "-p", "out_dir", str(out),
+                   timeout=300)
+    assert r.returncode != 0
+    msg = r.stderr + r.stdout
+    assert "ConfigError: encoder='clip-xxl'" in msg
+    assert not (out / "record.json").exists() and not (tmp_path / "pool").exists()
+    nb = json.loads((tmp_path / "out.ipynb").read_text())
+    failed = [c for c in nb["cells"] if c["cell_type"] == "code" and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert len(failed) == 1 and "config_from_namespace(SASConfig" in "".join(failed[0]["source"])
