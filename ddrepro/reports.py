@@ -19,14 +19,17 @@ import numpy as np
 import pandas as pd
 
 from .evaluate import evaluate_set
+from .pools import POOLS
+from .sas import AXIS_NAMES, METHOD_NAMES, SELECTOR_NAMES, display_value
 from .core import ConfigError, RunRecord, atomic_write, load_yaml, project_root, RECORD_NAME
 
 # %% auto #0
 __all__ = ['ROW_KEYS', 'mean_std', 'fmt_mean_std', 'record_rows', 'find_records', 'collect', 'aggregate', 'pivot',
-           'load_paper_numbers', 'match_key', 'side_by_side', 'results_frame', 'paper_lookup', 'paper_beside',
-           'df_to_markdown', 'write_table', 'save_figure', 'TableSpec', 'table_path', 'load_table_spec', 'table_cells',
-           'check_cell_params', 'cell_extra_params', 'cell_run_params', 'cell_dir', 'cell_done', 'papermill_command',
-           'records_summary', 'draw_table', 'plot_table', 'run_table', 'table_cli', 'table_specs', 'redraw_all']
+           'load_paper_numbers', 'match_key', 'side_by_side', 'results_frame', 'runs_note', 'paper_lookup',
+           'paper_beside', 'df_to_markdown', 'write_table', 'save_figure', 'TableSpec', 'table_path', 'load_table_spec',
+           'table_cells', 'check_cell_params', 'cell_extra_params', 'cell_run_params', 'cell_dir', 'cell_done',
+           'papermill_command', 'records_summary', 'drop_repeated', 'cited_cells', 'readable_pivot', 'draw_table',
+           'plot_table', 'run_table', 'table_cli', 'table_specs', 'redraw_all']
 
 # %% ../nbs/20_reports.ipynb #1722d084
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -117,7 +120,7 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, match: dict, metric: s
     return m[keys + ["ours", "paper", "delta", "n"]]
 
 # %% ../nbs/20_reports.ipynb #8bcd34c7
-ROW_KEYS = ("dataset", "method", "selector", "model", "ipc", "protocol", "preset")
+ROW_KEYS = ("set", "student", "dataset", "method", "selector", "model", "ipc", "protocol", "preset")
 
 def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
     "Result rows → a readable table: final (headline) and best-epoch top-1 %, mean ± std, runs."
@@ -130,8 +133,17 @@ def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
         out[f"Δ vs {df['delta_vs'].iloc[0]} (paired) ± SE, points"] = [
             f"{100 * m:+.1f} ± {100 * s:.1f}" if s == s else f"{100 * m:+.1f}" for m, s in zip(df["delta_mean"], df["delta_se"])]
     if "n_runs" in df: out["runs"] = df["n_runs"]
+    if "seeds" in df: out["training seeds"] = [", ".join(map(str, s)) if isinstance(s, (list, tuple)) else "" for s in df["seeds"]]
     if "settings" in df: out["evaluator settings"] = df["settings"]
     return out
+
+def runs_note(df: pd.DataFrame) -> str:
+    "One sentence: how many training runs, with which seeds, each number of a table is over (from `n_runs` / `seeds` of the result rows)."
+    n = sorted({int(x) for x in df["n_runs"].dropna()}) if "n_runs" in df else []
+    seeds = sorted({tuple(int(v) for v in s) for s in df["seeds"] if isinstance(s, (list, tuple))}) if "seeds" in df else []
+    txt = f"Each number: mean ± std (population, ddof 0) over {' or '.join(map(str, n)) if n else 'an unrecorded number of'} training run(s)"
+    if seeds: txt += " with training seeds " + " / ".join(", ".join(map(str, s)) for s in seeds)
+    return txt + "."
 
 def paper_lookup(row: dict, paper: pd.DataFrame) -> list[dict]:
     "Paper lines matching `row` on every key column the line fills in (and the row has)."
@@ -200,6 +212,7 @@ class TableSpec:
     paper_match: dict = field(default_factory=dict)
     plot: dict | None = None
     cell_params: list = field(default_factory=list)   # [{when: {axis: value, …}, set: {param: value, …}}, …]
+    cited: list = field(default_factory=list)         # [{paper column: value, …}, …]: paper columns shown, not run
 
 def table_path(name: str) -> Path:
     "`sas/table6` → `<project>/params/sas/table6.yaml` (a path to a YAML is used as is)."
@@ -224,6 +237,11 @@ def load_table_spec(name: str) -> TableSpec:
         if not isinstance(v, list) or not v:
             raise ConfigError(f"{path}: table.grid.{k} must be a non-empty list, got {v!r}")
     t["cell_params"] = check_cell_params(t.get("cell_params") or [], t["grid"], str(path))
+    t["cited"] = t.get("cited") or []
+    if not isinstance(t["cited"], list) or not all(isinstance(c, dict) and c for c in t["cited"]):
+        raise ConfigError(f"{path}: table.cited must be a list of {{paper column: value}} filters, got {t['cited']!r}")
+    if t["cited"] and not t.get("paper"):
+        raise ConfigError(f"{path}: table.cited needs table.paper (the CSV the cited numbers come from)")
     params_dir = project_root() / "params"
     rel = path.resolve().relative_to(params_dir) if path.resolve().is_relative_to(params_dir) else Path(path.name)
     return TableSpec(name=str(rel.with_suffix("")), path=path, base=raw, **t)
@@ -312,8 +330,76 @@ def records_summary(spec: TableSpec, root: str | os.PathLike | None = None) -> p
                      "record": os.path.relpath(d / RECORD_NAME, project_root())})
     return pd.DataFrame(rows)
 
+def drop_repeated(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Rows of one table cell that are the same evaluation recorded twice (same per-seed `finals` and `seeds`, e.g. the
+    random-real set that both the DiT and the Minimax cell of Table 1 evaluate) are kept once, so they are not
+    averaged with themselves into a std of 0. Rows without per-seed results are all kept."""
+    if "finals" not in df or "seeds" not in df: return df
+    has = df["finals"].map(lambda v: isinstance(v, (list, tuple)))
+    sig = df[list(keys)].astype(str).agg("|".join, axis=1) + "#" + df["finals"].map(repr) + "#" + df["seeds"].map(repr)
+    return df[~(has & sig.duplicated())]
+
+def cited_cells(spec: TableSpec, paper: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+    """The paper's numbers for the columns `spec.cited` names (filters on the paper CSV, e.g. `{method: idc}`), as long
+    rows keyed like our cells (paper columns renamed by `paper_match`; only rows of the table that we have): the
+    key columns, `cell` ('33.3 ± 1.1', percent as printed) and `cited` = True."""
+    keys, inv = list(spec.rows) + list(spec.cols), {v: k for k, v in spec.paper_match.items()}
+    have = {tuple(match_key(v) for v in t) for t in ours[list(spec.rows)].itertuples(index=False)}
+    out = []
+    for f in spec.cited:
+        for line in paper.to_dict("records"):
+            if not all(match_key(line.get(k)) == match_key(v) for k, v in f.items()): continue
+            r = {inv.get(k, k): match_key(v) for k, v in line.items()}
+            if tuple(r.get(k, "") for k in spec.rows) not in have: continue
+            std = float(line["std"]) if match_key(line.get("std")) else None
+            out.append({**{k: r.get(k, "") for k in keys}, "cell": fmt_mean_std(float(line["mean"]), std, scale=1), "cited": True})
+    return pd.DataFrame(out, columns=keys + ["cell", "cited"])
+
+def _label_order(key: str, v) -> tuple:
+    "Sort key of a table label: image sources and selectors in the order of `sas.METHOD_NAMES` / `SELECTOR_NAMES` (the paper's), numbers by value."
+    s = match_key(v)
+    order = {"method": list(METHOD_NAMES), "selector": list(SELECTOR_NAMES)}.get(key)
+    if order is not None:
+        b = s.partition(":")[0]
+        return (0, float(order.index(b) if b in order else len(order)), s)
+    try: return (1, float(s), "")
+    except ValueError: return (2, 0.0, s)
+
+def _tuples(index: pd.Index) -> list[tuple]:
+    return [t if isinstance(t, tuple) else (t,) for t in index]
+
+def _readable_index(index: pd.Index, cited: set = frozenset()) -> pd.Index:
+    "Codes → words (`sas.display_value`), axis names → `sas.AXIS_NAMES`; a cited column says it was cited, not run."
+    names = list(index.names)
+    new = []
+    for t in _tuples(index):
+        d = dict(zip(names, t))
+        lab = [display_value(n, v) for n, v in d.items()]
+        if "selector" in d and "method" in d and d["selector"] == "" and d["method"] not in POOLS:
+            lab[names.index("selector")] = ""                  # real-data columns have no selector
+        if t in cited: lab[0] += " — cited from the SAS paper, not run"
+        new.append(tuple(lab))
+    axes = [AXIS_NAMES.get(n, n) for n in names]
+    return pd.MultiIndex.from_tuples(new, names=axes) if len(names) > 1 else pd.Index([x[0] for x in new], name=axes[0])
+
+def readable_pivot(cells: pd.DataFrame, rows: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:
+    """Long cells (key columns, `cell` text, `cited` flag) → the drawn table: rows × cols in the paper's order, every
+    row and column named in words with the paper's label beside (`sas.display_value`), cited columns marked."""
+    keys = list(rows) + list(cols)
+    c = cells.assign(**{k: cells[k].map(match_key) for k in keys})
+    t = c.pivot(index=list(rows), columns=list(cols), values="cell")
+    order = lambda idx: sorted(range(len(idx)), key=lambda i: [_label_order(n, v) for n, v in zip(idx.names, _tuples(idx)[i])])
+    t = t.iloc[order(t.index)]
+    t = t.iloc[:, order(t.columns)]
+    cited = set(_tuples(pd.MultiIndex.from_frame(c.loc[c["cited"].astype(bool), list(cols)]) if len(cols) > 1
+                        else pd.Index(c.loc[c["cited"].astype(bool), cols[0]])))
+    t.index, t.columns = _readable_index(t.index), _readable_index(t.columns, cited)
+    return t
+
 def draw_table(spec: TableSpec, root: str | os.PathLike | None = None, out: str | os.PathLike | None = None) -> pd.DataFrame:
-    "Redraw a table from its cells' records into `figures/<name>.md/.csv` (+ side by side with the paper)."
+    """Redraw a table from its cells' records into `figures/<name>.md/.csv` (+ side by side with the paper): rows and
+    columns named in words with the paper's labels beside, the number of runs and seeds stated, and the paper's
+    numbers for `table.cited` columns shown as cited (not run). Returns the drawn table."""
     paths = [cell_dir(spec, c, root) / RECORD_NAME for c in table_cells(spec)]
     paths = [p for p in paths if p.exists()]
     df = collect(paths)
@@ -321,22 +407,33 @@ def draw_table(spec: TableSpec, root: str | os.PathLike | None = None, out: str 
         raise ConfigError(f"{spec.name}: no complete records under {cell_dir(spec, {}, root).parent}; run the table first")
     if spec.methods: df = df[df["method"].isin(spec.methods)]
     out = Path(out or project_root() / "figures") / spec.name.replace("/", "_")
-    table = pivot(df, spec.rows, spec.cols, spec.metric)
+    keys = list(spec.rows) + list(spec.cols)
+    df = drop_repeated(df, keys)
+    agg = aggregate(df, keys, spec.metric)
+    cells = agg.assign(cell=[fmt_mean_std(m, s) for m, s in zip(agg["mean"], agg["std"])], cited=False)[keys + ["cell", "cited"]]
+    paper = load_paper_numbers(project_root() / spec.paper) if spec.paper else None
+    cited = cited_cells(spec, paper, agg) if spec.cited and paper is not None else cells.iloc[:0]
+    if len(cited):                                            # a column we ran is never replaced by the paper's
+        ours = {tuple(match_key(v) for v in t) for t in agg[keys].itertuples(index=False)}
+        cited = cited[[tuple(t) not in ours for t in cited[keys].itertuples(index=False)]]
+    table = readable_pivot(pd.concat([cells, cited], ignore_index=True), spec.rows, spec.cols)
     preset = sorted(set(df.get("preset", pd.Series(["?"])).astype(str)))
     settings = sorted(set(df["settings"].dropna().astype(str))) if "settings" in df else []
-    notes = [f"Accuracy (%): {spec.metric.replace('_', '-')} epoch, mean ± std over runs; evaluation preset: {', '.join(preset)}.",
+    several = int(df.groupby(keys, dropna=False).size().max()) > 1
+    notes = [f"Accuracy (%): {spec.metric.replace('_', '-')} epoch; evaluation preset: {', '.join(preset)}.",
+             runs_note(df) + (" A cell drawn from several records shows mean ± std over the records' means." if several else ""),
              *(f"Evaluator {x}." for x in settings),
+             *([f"Columns marked 'cited' are the paper's printed numbers ({spec.paper}), not run here."] if len(cited) else []),
              f"Drawn from {len(paths)} run records under runs/tables/{spec.name}/ by `ddrepro-table {spec.name}`."]
     write_table(table, out, title=spec.title or spec.name, notes=notes)
-    long = aggregate(df, list(spec.rows) + list(spec.cols), spec.metric)
-    best = aggregate(df, list(spec.rows) + list(spec.cols), "acc_best") if "acc_best_mean" in df else None
+    long = aggregate(df, keys, spec.metric)
+    best = aggregate(df, keys, "acc_best") if "acc_best_mean" in df else None
     if best is not None: long = long.assign(best_mean=best["mean"], best_std=best["std"])   # best epoch, selected on the test set
     write_table(long, out.with_name(out.name + "_long"))
     write_table(records_summary(spec, root), out.with_name(out.name + "_records"), title=f"{spec.title}: run records",
                 notes=["One line per cell: where its numbers come from (record path, code version, seeds, timings, asset hashes)."])
-    if spec.paper:
-        sbs = side_by_side(df, load_paper_numbers(project_root() / spec.paper), spec.paper_match, spec.metric,
-                           keys=list(spec.rows) + list(spec.cols))
+    if paper is not None:
+        sbs = side_by_side(df, paper, spec.paper_match, spec.metric, keys=keys)
         write_table(sbs, out.with_name(out.name + "_vs_paper"), title=f"{spec.title} — ours vs paper", notes=notes)
     if spec.plot: plot_table(long, spec, out.with_suffix(".png"))
     return table

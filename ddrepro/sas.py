@@ -17,17 +17,20 @@ import numpy as np
 from .data import DATASETS, FASTAI_ARCHIVES, VAL_SPLITS, read_image, to_float01
 from .students import STUDENTS
 from .backbones import check_encoder_spec
-from .selection import (Selection, _np, class_blocks, first_per_class, random_per_class, top_per_class)
+from .selection import (Selection, _np, class_blocks, first_per_class, herding, k_center_greedy, random_per_class,
+                               select_baseline, top_per_class)
 from .pools import POOLS, PoolConfig, PoolSettings, pool_sources
 from .evaluate import EvalSettings
 from .core import ConfigError, DataError, RunConfig, derive_seed
 
 # %% auto #0
 __all__ = ['NORM_TOL', 'EPS', 'TIE_TOL', 'STREAM_ORDERS', 'NORMS', 'ABLATIONS', 'SELECTORS', 'ALIASES', 'DEFAULT_OPTIONS',
-           'TABLE_COLUMNS', 'BASELINES', 'check_embeddings', 'angular_distance', 's_rel', 's_sep', 's_margin', 's_div',
-           'candidate_count', 'Stage1', 'stage1', 'stream_order', 'stage2_select', 'stage2_naive', 'sas_select',
-           's_div_norm', 's_mixed', 'parse_selector', 'score_table', 'select', 'plot_selection_grid',
-           'plot_score_distributions', 'plot_tsne', 'SASConfig']
+           'TABLE_COLUMNS', 'SELECTOR_NAMES', 'METHOD_NAMES', 'STUDENT_NAMES', 'DATASET_NAMES', 'AXIS_NAMES',
+           'BASELINES', 'DEFAULT_BASELINES', 'POOL_BASELINES', 'check_embeddings', 'angular_distance', 's_rel', 's_sep',
+           's_margin', 's_div', 'candidate_count', 'Stage1', 'stage1', 'stream_order', 'stage2_select', 'stage2_naive',
+           'sas_select', 's_div_norm', 's_margin_norm', 's_mixed', 'parse_selector', 'score_table', 'select',
+           'selector_label', 'set_label', 'display_value', 'plot_selection_grid', 'plot_score_distributions',
+           'plot_tsne', 'SASConfig', 'pool_baselines', 'describe_rows']
 
 # %% ../nbs/10_sas.ipynb #36d54e0e
 NORM_TOL = 1e-3   # |‖v‖ − 1| allowed for an "L2-normalised" embedding
@@ -309,25 +312,44 @@ def _class_mean_std(x: np.ndarray, y: np.ndarray, C: int) -> tuple[np.ndarray, n
     var = np.bincount(y, (x - mu[y]) ** 2, minlength=C) / n               # population std (ddof = 0)
     return mu, np.sqrt(var)
 
-NORMS = ("zscore", "affine")
+def _zscore(x: np.ndarray, y: np.ndarray, C: int) -> np.ndarray:
+    "Per-class z-score; a constant class gives 0."
+    mu, sd = _class_mean_std(x, y, C)
+    return np.where(sd[y] > 0, (x - mu[y]) / np.where(sd[y] > 0, sd[y], 1), 0.0)
 
-def s_div_norm(div, labels, norm: str = "zscore", target=None) -> np.ndarray:
-    """The normalised static diversity of Eq. 9, per class: 'zscore' → (s_div − mean_c)/std_c; 'affine' → that
-    z-score mapped onto the mean/std of `target` (s_margin) in the class. A constant class gives 0 (z-score)."""
+# how Eq. 9 puts s_margin (image-text angles) and s_div (image-image angles) on one scale, per class
+NORMS = ("zscore_both", "zscore_div_only", "affine")
+
+def _check_norm(norm: str) -> str:
+    if norm == "zscore":
+        raise ConfigError("norm='zscore' is ambiguous now that both Eq. 9 terms can be normalised: use 'zscore_both' "
+                          "(both z-scored per class, the default) or 'zscore_div_only' (z-scored s_div beside the margin "
+                          "in radians, the earlier default)")
+    if norm not in NORMS: raise ConfigError(f"norm={norm!r}: expected one of {NORMS}")
+    return norm
+
+def s_div_norm(div, labels, norm: str = "zscore_both", target=None) -> np.ndarray:
+    """s_div^norm of Eq. 9, per class: 'zscore_both' / 'zscore_div_only' → (s_div − mean_c)/std_c; 'affine' → that
+    z-score mapped onto the mean/std of `target` (s_margin) in the class. `div` (N,) rad → (N,); a constant class gives 0."""
     x, y = _np(div).astype(np.float64), _np(labels).astype(np.int64)
     C = int(y.max() + 1)
-    mu, sd = _class_mean_std(x, y, C)
-    z = np.where(sd[y] > 0, (x - mu[y]) / np.where(sd[y] > 0, sd[y], 1), 0.0)
-    if norm == "zscore": return z
-    if norm == "affine":
-        if target is None: raise ConfigError("s_div_norm(norm='affine') needs target= (the s_margin values)")
-        tm, ts = _class_mean_std(_np(target).astype(np.float64), y, C)
-        return z * ts[y] + tm[y]
-    raise ConfigError(f"norm={norm!r}: expected one of {NORMS}")
+    z = _zscore(x, y, C)
+    if _check_norm(norm) != "affine": return z
+    if target is None: raise ConfigError("s_div_norm(norm='affine') needs target= (the s_margin values)")
+    tm, ts = _class_mean_std(_np(target).astype(np.float64), y, C)
+    return z * ts[y] + tm[y]
 
-def s_mixed(margin, div_static, labels, lam: float = 0.1, norm: str = "zscore") -> np.ndarray:
-    "Eq. 9: s_mixed = s_margin + λ · s_div^norm (static Eq. 7 over X_IP^c, normalised per class) → (N,)."
-    return _np(margin) + float(lam) * s_div_norm(div_static, labels, norm, target=margin)
+def s_margin_norm(margin, labels, norm: str = "zscore_both") -> np.ndarray:
+    """The margin term of Eq. 9 as `norm` puts it beside s_div^norm: 'zscore_both' → z-scored per class like s_div
+    (§4.6: both distributions aligned); 'zscore_div_only' and 'affine' → s_margin as is (radians). (N,) → (N,)."""
+    m, y = _np(margin).astype(np.float64), _np(labels).astype(np.int64)
+    return _zscore(m, y, int(y.max() + 1)) if _check_norm(norm) == "zscore_both" else m
+
+def s_mixed(margin, div_static, labels, lam: float = 0.1, norm: str = "zscore_both") -> np.ndarray:
+    """Eq. 9: s_mixed = s_margin + λ · s_div^norm, with both terms normalised per class as `norm` says
+    (`s_margin_norm`, `s_div_norm`; static Eq. 7 over X_IP^c) → (N,)."""
+    return s_margin_norm(margin, labels, norm) + float(lam) * s_div_norm(div_static, labels, norm, target=margin)
+
 
 # %% ../nbs/10_sas.ipynb #bef0c39d
 # (uses s_rel, s_sep, s_div) flags of Table 6 and what each row runs
@@ -343,9 +365,11 @@ ABLATIONS = {
 # %% ../nbs/10_sas.ipynb #ffb1a592
 SELECTORS = {"sas": "two-stage SAS (= Table 6 row F)", "mixed": "Eq. 9 mixed score, top IPC of the pool (Table 5)",
              "random": "random IPC per class from the pool (= row A)", "first": "the pool's first IPC per class",
+             "kcenter": "k-center greedy on the image embeddings of the pool (Table 1 K-Center [44])",
+             "herding": "herding (mean matching) on the image embeddings of the pool",
              **{k: v for k, (_, v) in ABLATIONS.items()}}
 ALIASES = {"top_rel": "B", "top_sep": "C", "div_only": "D", "top_margin": "E"}
-DEFAULT_OPTIONS = dict(keep_ratio=0.5, order="margin_desc", seed=0, lam=0.1, norm="zscore", tie_tol=TIE_TOL, num_classes=None)
+DEFAULT_OPTIONS = dict(keep_ratio=0.5, order="margin_desc", seed=0, lam=0.1, norm="zscore_both", tie_tol=TIE_TOL, num_classes=None)
 TABLE_COLUMNS = ("label", "s_rel", "s_sep", "s_margin", "margin_rank", "is_candidate", "is_selected",
                  "s_div_final", "s_div_static", "score")
 
@@ -375,7 +399,7 @@ def score_table(image_emb, text_emb, labels, selected, candidates=None, score=No
             "score": np.full(N, np.nan) if score is None else _np(score).astype(np.float64)}
 
 def select(selector: str, image_emb, text_emb, labels, ipc: int, **options) -> Selection:
-    """Run a selector by name ('sas' | 'mixed[:λ]' | 'random' | 'first' | 'A'…'F') on one pool → `Selection`
+    """Run a selector by name ('sas' | 'mixed[:λ]' | 'random' | 'first' | 'kcenter' | 'herding' | 'A'…'F') on one pool → `Selection`
     (sorted indices, exactly `ipc` per class, plus the per-item score table). Options: see `DEFAULT_OPTIONS`."""
     name, extra = parse_selector(selector)
     unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
@@ -400,6 +424,9 @@ def select(selector: str, image_emb, text_emb, labels, ipc: int, **options) -> S
         sel = random_per_class(y, ipc, o["seed"], C); used = {"seed": o["seed"]}
     elif name == "first":
         sel = first_per_class(y, ipc, C)
+    elif name in ("kcenter", "herding"):                    # coreset baselines on the same embeddings
+        sel = k_center_greedy(V, y, ipc, C, first="mean") if name == "kcenter" else herding(V, y, ipc, C)
+        used = {"metric": "euclidean"} | ({"first": "mean"} if name == "kcenter" else {})
     elif name == "mixed":
         score = s_mixed(mar, s_div(V, y, None, C), y, o["lam"], o["norm"])
         sel = top_per_class(score, y, ipc, C); used = {"lam": o["lam"], "norm": o["norm"]}
@@ -409,6 +436,65 @@ def select(selector: str, image_emb, text_emb, labels, ipc: int, **options) -> S
     indices = np.sort(np.asarray(sel).ravel())
     table = score_table(V, T, y, indices, cand, score)
     return Selection(selector=str(selector), ipc=int(ipc), indices=indices, table=table, options=used)
+
+# %% ../nbs/10_sas.ipynb #033f2a76
+SELECTOR_NAMES = {                                   # code → words (the paper's label, where it has one, goes beside)
+    "": "as generated (first IPC of the pool)",
+    "first": "first IPC of the pool",
+    "random": "random from pool",
+    "A": "random from pool: no s_rel, s_sep, s_div",
+    "B": "top IPC by s_rel only",
+    "C": "top IPC by s_sep only",
+    "D": "s_div only: stage 2 on the whole pool",
+    "E": "top IPC by s_rel + s_sep (margin), no s_div",
+    "F": "full SAS: s_rel + s_sep + s_div",
+    "kcenter": "K-Center on the pool",
+    "herding": "herding on the pool",
+    "mixed": "mixed score, Eq. 9",
+    "sas": "SAS",
+}
+METHOD_NAMES = {"random": "Random (real images)", "kcenter": "K-Center [44] (real images)", "idc": "IDC [21]",
+                "dit": "DiT", "minimax": "Minimax", "ddpm": "Diffusion (DDPM)", "full": "Full dataset (all real training images)"}
+STUDENT_NAMES = {"convnet": "ConvNet (embedded)", "convnet3": "ConvNet-3", "convnet4": "ConvNet-4", "convnet5": "ConvNet-5",
+                 "convnet6": "ConvNet-6", "resnet_ap10": "ResNetAP-10", "resnet18": "ResNet-18", "resnet18_idc": "ResNet-18 (IDC)",
+                 "resnet18_tv": "ResNet-18 (torchvision)"}
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenette": "ImageNette",
+                 "imagewoof": "ImageWoof", "imageidc": "ImageIDC", "imagenet100": "ImageNet-100", "imagenet1k": "ImageNet-1K"}
+AXIS_NAMES = {"selector": "selection rule", "method": "image source", "model": "student", "ipc": "images per class",
+              "pool": "pool generator", "pool_factor": "pool size", "keep_ratio": "candidate ratio p", "dataset": "dataset",
+              "set": "distilled set", "seed": "seed"}
+
+def selector_label(code) -> str:
+    "A selector code in words with the code beside: 'A' → 'random from pool: no s_rel, s_sep, s_div (A)', 'mixed:0.05' → 'mixed score, Eq. 9, λ = 0.05'."
+    code = "" if code is None or (isinstance(code, float) and code != code) else str(code)
+    base, _, arg = code.partition(":")
+    if base == "mixed": return SELECTOR_NAMES["mixed"] + (f", λ = {float(arg):g}" if arg else ", λ = 0.1")
+    if base in ALIASES: base = ALIASES[base]
+    if base in ABLATIONS: return f"{SELECTOR_NAMES[base]} ({base})"
+    return SELECTOR_NAMES.get(base, code)
+
+def set_label(method, selector="") -> str:
+    "A distilled set (image source × selector) in words: ('minimax', 'sas') → 'Minimax + SAS', ('minimax', 'A') → 'Minimax pool, random from pool: … (A)'."
+    m = METHOD_NAMES.get(str(method), str(method))
+    sel = "" if selector is None or (isinstance(selector, float) and selector != selector) else str(selector)
+    if str(method) not in POOLS: return m if not sel else f"{m}, {selector_label(sel)}"
+    if sel == "": return f"{m} (first IPC of its pool, as the paper's {m} column)"
+    if sel in ("sas", "F"): return f"{m} + SAS" + (" (F)" if sel == "F" else "")
+    return f"{m} pool, {selector_label(sel)}"
+
+def display_value(key: str, value) -> str:
+    "A table key's value in words: selector / method / model through the mappings above, ipc → 'IPC 10', pool_factor → '4 × IPC', keep_ratio → 'p = 0.5'."
+    if key == "selector": return selector_label(value)
+    if value is None or (isinstance(value, float) and value != value): return ""
+    if key == "method": return METHOD_NAMES.get(str(value), str(value))
+    if key == "model": return STUDENT_NAMES.get(str(value), str(value))
+    num = lambda v: f"{float(v):g}" if str(v).replace(".", "", 1).isdigit() else str(v)
+    if key == "ipc": return f"IPC {num(value)}"
+    if key == "pool_factor": return f"pool {num(value)} × IPC"
+    if key == "keep_ratio": return f"p = {num(value)}"
+    if key == "dataset": return DATASET_NAMES.get(str(value), str(value))
+    return str(value)
+
 
 # %% ../nbs/10_sas.ipynb #3af07b4e
 def _img(x):
@@ -474,7 +560,9 @@ def plot_tsne(image_emb, labels, selection: Selection | np.ndarray, class_map, s
     return fig
 
 # %% ../nbs/10_sas.ipynb #7a10fa6c
-BASELINES = ("first_pool", "random_pool", "random_real")
+# what run_sas evaluates beside the selection, with the same students and training seeds
+BASELINES = ("first_pool", "random_pool", "random_real", "kcenter_pool", "herding_pool", "full_data")
+DEFAULT_BASELINES = ("first_pool", "random_pool", "random_real")   # full_data trains on every real image: opt-in
 
 @dataclass
 class SASConfig(EvalSettings, PoolSettings, RunConfig):
@@ -483,13 +571,14 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
     ipc: int = 50
     pool: str = "minimax"                  # generator of the image pool: dit | minimax | ddpm (CIFAR-10, Table 3)
     keep_ratio: float = 0.5                # p: stage-1 candidate ratio (Fig. 5)
-    selector: str = "sas"                  # sas | mixed[:λ] | random | first | A…F (Table 6 rows)
+    selector: str = "sas"                  # sas | mixed[:λ] | random | first | kcenter | herding | A…F (Table 6 rows)
+    mixed_norm: str = "zscore_both"        # Eq. 9 normalisation (mixed selectors): zscore_both | zscore_div_only | affine
     order: str = "margin_desc"             # stage-2 stream order (the paper does not fix it)
     encoder: str = "zoo"                   # zoo | open_clip:<arch>:<pretrained> | a local open_clip checkpoint
     prompt_template: str = "A photo of a {classname}"
     class_names: str = "clip"              # ImageNet-derived sets: clip (curated) | raw (synset label)
     students: list[str] = field(default_factory=lambda: ["convnet"])
-    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    baselines: list[str] = field(default_factory=lambda: list(DEFAULT_BASELINES))
     pool_dir: str | None = None            # default: the shared runs/pools/<dataset>_<pool>_steps<…>_cfg<…>_seed<…>
     val_split: str = "auto"                # ImageNet subsets: auto | imagenet_val50 (the papers') | fastai (data.VAL_SPLITS)
     val_root: str | None = None            # val_split=imagenet_val50: ILSVRC-2012 val sorted into <wnid>/ (default: data_root)
@@ -518,6 +607,8 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
         if isinstance(self.cfg_scale, bool) or not isinstance(self.cfg_scale, numbers.Real) or not self.cfg_scale >= 0:
             bad("cfg_scale", "a classifier-free guidance scale ≥ 0 (1: no guidance; Minimax sample.py: 4.0)")
         parse_selector(self.selector)
+        if self.mixed_norm not in NORMS: bad("mixed_norm", f"one of {list(NORMS)} (Eq. 9: both terms z-scored per class, "
+                                                           "only s_div z-scored, or s_div mapped onto the margin's mean/std)")
         if self.order not in STREAM_ORDERS: bad("order", f"one of {list(STREAM_ORDERS)}")
         check_encoder_spec(self.encoder, param="encoder")
         if not isinstance(self.prompt_template, str) or "{classname}" not in self.prompt_template:
@@ -558,6 +649,7 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
 
     def default_run_name(self) -> str:
         sel = self.selector.replace(":", "")
+        if sel.startswith("mixed") and self.mixed_norm != "zscore_both": sel += f"_{self.mixed_norm}"
         return f"{self.dataset}_{self.pool}_{sel}_ipc{self.ipc}_n{self.pool_factor}_p{self.keep_ratio:g}_seed{self.seed}"
 
     @property
@@ -574,3 +666,32 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
         "The `pools.PoolConfig` of this run's pool (same generator, sampler, seed): one shared folder per pool."
         return PoolConfig(dataset=self.dataset, ipc=self.ipc, seed=self.seed, device=self.device, data_root=self.data_root,
                           generator=self.pool, out_dir=self.pool_dir, threads=0, **self.pool_settings())
+
+# %% ../nbs/10_sas.ipynb #ae7d6ace
+POOL_BASELINES = {"first_pool": ("", "first"), "random_pool": ("A", "random"), "kcenter_pool": ("kcenter", "kcenter"),
+                  "herding_pool": ("herding", "herding")}      # baseline → (selector code of its rows, selection.select_baseline name)
+
+def pool_baselines(baselines: Sequence[str], selector: str, image_emb, labels, ipc: int, seed: int = 0) -> dict:
+    """The pool-based baselines of `baselines` (see `POOL_BASELINES`) on the same pool: {selector code: `Selection`},
+    '' = first IPC, 'A' = random (seeded), 'kcenter' / 'herding' on `image_emb` (N, d). The one equal to the run's own
+    `selector` is skipped (it is the selection itself)."""
+    own, _ = parse_selector(selector)
+    own = {"F": "sas", "A": "random"}.get(own, own)
+    out = {}
+    for b in baselines:
+        if b not in POOL_BASELINES: continue
+        code, name = POOL_BASELINES[b]
+        if name == own: continue
+        out[code] = select_baseline(name, image_emb, labels, ipc, seed=seed)
+    return out
+
+def describe_rows(rows: Sequence[dict], ipc: int) -> list[dict]:
+    """Result rows (`evaluate.evaluate_sets`) with readable `set` and `student` names; a full-data row (method 'full')
+    gets the table's `ipc` and keeps its own images per class as `train_per_class`."""
+    out = []
+    for r in rows:
+        r = dict(r, set=set_label(r["method"], r.get("selector", "")), student=STUDENT_NAMES.get(r["model"], r["model"]))
+        if r["method"] == "full": r.update(train_per_class=r["ipc"], ipc=int(ipc))
+        out.append(r)
+    return out
+

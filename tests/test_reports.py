@@ -6,6 +6,7 @@ import pytest
 from ddrepro.core import ConfigError, RunRecord
 from ddrepro.reports import (cell_dir, cell_done, draw_table, fmt_mean_std, load_table_spec, mean_std, table_cells,
                              table_cli)
+from ddrepro.sas import selector_label
 
 
 def test_mean_std_is_population_std():
@@ -45,9 +46,12 @@ def test_draw_table_from_records_only(tmp_path):
         _fake_run(spec, c, tmp_path / "runs", accs[(c["selector"], c["ipc"])])
     assert all(cell_done(cell_dir(spec, c, tmp_path / "runs")) for c in table_cells(spec))
     t = draw_table(spec, tmp_path / "runs", out=tmp_path / "fig")
-    assert t.loc["F", 50] == "60.0 ± 1.0" and t.loc["A", 10] == "30.0 ± 1.0"
+    assert t.loc[selector_label("F"), "IPC 50"] == "60.0 ± 1.0" and t.loc[selector_label("A"), "IPC 10"] == "30.0 ± 1.0"
+    assert list(t.index) == [selector_label(c) for c in "AF"] and t.index.name == "selection rule"
     md = (tmp_path / "fig" / "tab.md").read_text()
     assert "Toy table" in md and "evaluation preset: embedded" in md
+    assert "| selection rule | IPC 10 | IPC 50 |" in md and "| random from pool: no s_rel, s_sep, s_div (A) |" in md
+    assert "over 3 training run(s)" in md
     vs = pd.read_csv(tmp_path / "fig" / "tab_vs_paper.csv")
     row = vs[(vs.selector == "F") & (vs.ipc == 50)].iloc[0]
     assert row.paper == "59.9 ± 0.8" and row.delta == pytest.approx(0.1)
@@ -99,3 +103,38 @@ def test_draw_table_writes_a_records_summary(tmp_path):
     assert rec.record.dropna().str.endswith("record.json").all() and "git_sha" in rec and "wall_s" in rec
 
 
+
+
+def test_table1_draws_named_columns_cites_idc_and_counts_a_shared_evaluation_once(tmp_path):
+    p = tmp_path / "t1.yaml"
+    p.write_text("dataset: imagewoof\ntable:\n  notebook: nbs/run_sas.ipynb\n  title: T1\n  grid: {pool: [dit, minimax], ipc: [10]}\n"
+                 "  rows: [ipc, model]\n  cols: [method, selector]\n  paper: params/paper/sas_table1.csv\n"
+                 "  paper_match: {model: model, method: method, selector: selector, ipc: ipc}\n  cited: [{method: idc}]\n")
+    spec = load_table_spec(str(p))
+    for cell in table_cells(spec):
+        d = cell_dir(spec, cell, tmp_path / "runs")
+        rec = RunRecord.start(d, {"dataset": "imagewoof", **cell})
+        row = lambda method, selector, finals: dict(method=method, selector=selector, model="resnet_ap10", ipc=10, preset="paper",
+                                                    acc_final_mean=float(np.mean(finals)), acc_final_std=float(np.std(finals)),
+                                                    n_runs=3, seeds=[0, 1, 2], finals=finals)
+        rec.results["rows"] = [row(cell["pool"], "sas", [0.40, 0.41, 0.42]), row(cell["pool"], "kcenter", [0.30, 0.31, 0.32]),
+                               row("random", "", [0.27, 0.28, 0.29]), row("full", "", [0.86, 0.87, 0.88])]
+        rec.finish()
+    t = draw_table(spec, tmp_path / "runs", out=tmp_path / "fig")
+    cols = [" / ".join(x for x in c if x) for c in t.columns]
+    assert cols == ["Random (real images)", "IDC [21] — cited from the SAS paper, not run", "DiT / K-Center on the pool",
+                    "DiT / SAS", "Minimax / K-Center on the pool", "Minimax / SAS", "Full dataset (all real training images)"]
+    row = t.loc[("IPC 10", "ResNetAP-10")]
+    assert row["IDC [21] — cited from the SAS paper, not run"].iloc[0] == "37.3 ± 0.4"
+    assert row["Random (real images)"].iloc[0] == "28.0 ± 0.8"      # the random-real set of both cells counted once, std of its runs
+    md = (tmp_path / "fig" / "t1.md").read_text()
+    assert "with training seeds 0, 1, 2" in md and "not run here" in md
+    vs = pd.read_csv(tmp_path / "fig" / "t1_vs_paper.csv", dtype=str).fillna("")
+    assert vs[(vs.method == "full")].paper.iloc[0] == "87.5 ± 0.5"    # our full-data cell beside the paper's Full Dataset
+
+
+def test_cited_needs_a_paper_csv(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text("table:\n  notebook: n\n  grid: {ipc: [1]}\n  rows: [ipc]\n  cols: [method]\n  cited: [{method: idc}]\n")
+    with pytest.raises(ConfigError, match="table.cited needs table.paper"):
+        load_table_spec(str(p))

@@ -82,3 +82,24 @@ def test_run_sas_rejects_a_typo_in_the_config_cell(tmp_path):
     nb = json.loads((tmp_path / "out.ipynb").read_text())
     failed = [c for c in nb["cells"] if c["cell_type"] == "code" and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
     assert len(failed) == 1 and "config_from_namespace(SASConfig" in "".join(failed[0]["source"])
+
+
+def test_table1_params_evaluate_kcenter_and_full_data_and_cite_idc():
+    from ddrepro.core import config_from_namespace
+    from ddrepro.reports import cell_run_params, load_table_spec, table_cells
+    from ddrepro.sas import SASConfig
+    spec = load_table_spec("sas/table1_imagewoof")
+    cfg = config_from_namespace(SASConfig, {**cell_run_params(spec, table_cells(spec)[0]), "out_dir": "/tmp/ddrepro-unused"})
+    assert {"kcenter_pool", "full_data", "first_pool", "random_real"} <= set(cfg.baselines)
+    assert {"method": "idc"} in spec.cited and {"method": "kcenter"} in spec.cited
+    emb = load_table_spec("sas/embedded/table1")
+    cfg = config_from_namespace(SASConfig, {**cell_run_params(emb, table_cells(emb)[0]), "out_dir": "/tmp/ddrepro-unused"})
+    assert "kcenter_pool" in cfg.baselines and "full_data" not in cfg.baselines      # 60k images: opt-in on the CPU
+    assert "full_data" not in SASConfig(out_dir="/tmp/ddrepro-unused").baselines
+
+
+def test_run_sas_passes_mixed_norm_and_builds_baselines_through_the_library():
+    nb = json.loads((ROOT / "nbs" / "run_sas.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "norm=cfg.mixed_norm" in code and "pool_baselines(cfg.baselines" in code and "describe_rows(rows" in code
+    assert '"full_data" in cfg.baselines' in code and "evaluate_set(" not in code.replace("evaluate_sets(", "")   # one evaluator

@@ -16,7 +16,7 @@ from ddrepro.backbones import CLIP_MEAN, CLIP_STD, ClipEncoder
 from ddrepro.selection import (Selection, class_blocks, embed_pool, first_per_class, random_per_class,
                                select_baseline, top_per_class, write_selection)
 from ddrepro.sas import (ABLATIONS, TABLE_COLUMNS, angular_distance, candidate_count, check_embeddings, parse_selector,
-                         s_div, s_div_norm, s_margin, s_mixed, s_rel, s_sep, sas_select, score_table, select, stage1,
+                         s_div, s_div_norm, s_margin, s_margin_norm, s_mixed, s_rel, s_sep, sas_select, score_table, select, stage1,
                          stage2_naive, stage2_select, stream_order)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,8 +107,13 @@ def test_eq9_mixed_score_hand_values():
     margin = np.array([0.1, 0.2, 0.3, 0.0, -0.2])
     z0 = np.array([-1, 0, 1]) / math.sqrt(2 / 3)               # population std of (1, 2, 3) = sqrt(2/3)
     np.testing.assert_allclose(s_div_norm(div, y), np.r_[z0, -1, 1], atol=1e-12)
-    np.testing.assert_allclose(s_mixed(margin, div, y, lam=0.05), margin + 0.05 * np.r_[z0, -1, 1], atol=1e-12)
-    np.testing.assert_allclose(s_mixed(margin, div, y, lam=0.2)[3:], [0.0 - 0.2, -0.2 + 0.2], atol=1e-12)
+    # the earlier reading: only s_div z-scored, the margin left in radians
+    np.testing.assert_allclose(s_mixed(margin, div, y, lam=0.05, norm="zscore_div_only"), margin + 0.05 * np.r_[z0, -1, 1], atol=1e-12)
+    np.testing.assert_allclose(s_mixed(margin, div, y, lam=0.2, norm="zscore_div_only")[3:], [0.0 - 0.2, -0.2 + 0.2], atol=1e-12)
+    # the default: both terms z-scored per class (margin (0.1, 0.2, 0.3) → z0; (0, −0.2) → (+1, −1))
+    np.testing.assert_allclose(s_margin_norm(margin, y), np.r_[z0, 1, -1], atol=1e-12)
+    np.testing.assert_allclose(s_mixed(margin, div, y, lam=0.05), np.r_[z0, 1, -1] + 0.05 * np.r_[z0, -1, 1], atol=1e-12)
+    np.testing.assert_allclose(s_mixed(margin, div, y, lam=0.2)[3:], [1 - 0.2, -1 + 0.2], atol=1e-12)
     # affine: mapped onto the class's margin mean/std
     af = s_div_norm(div, y, "affine", target=margin)
     np.testing.assert_allclose(af[3:], [-0.2, 0.0], atol=1e-12)          # class 1: div 5 → −1σ, 7 → +1σ of margin (−0.1 ± 0.1)
@@ -299,7 +304,7 @@ def test_mixed_selector_ranks_the_whole_pool():
     want = s_mixed(s_margin(V, T, y), s_div(V, y), y, 0.2)
     np.testing.assert_allclose(res.table["score"], want)
     assert np.array_equal(res.indices, np.sort(top_per_class(want, y, 5).ravel()))
-    assert res.options == {"lam": 0.2, "norm": "zscore"}
+    assert res.options == {"lam": 0.2, "norm": "zscore_both"}
     assert select("mixed", V, T, y, 5, lam=0.0).indices.tolist() == select("E", V, T, y, 5).indices.tolist()
 
 
@@ -504,3 +509,68 @@ def test_every_shipped_sas_table_spec_makes_valid_configs():
     assert t3.base["pool"] == "ddpm" and t3.base["dataset"] == "cifar10" and t3.base["num_steps"] == 1000
     with pytest.raises(ConfigError, match="pool='vqgan'"):
         SASConfig(pool="vqgan")
+
+
+# ---------------------------------------------------------------- Eq. 9 normalisation, K-Center / herding, names
+def test_eq9_both_terms_normalised_keeps_the_margin_in_charge_at_small_lambda():
+    # one class, margins 0.04 rad apart (sd 0.045 rad, the scale of CLIP margins), diversity in the opposite order
+    margin, div, y = np.array([0.00, 0.04, 0.08, 0.12]), np.array([1.3, 1.2, 1.1, 1.0]), np.zeros(4, int)
+    old = s_mixed(margin, div, y, 0.05, norm="zscore_div_only")
+    new = s_mixed(margin, div, y, 0.05)
+    assert np.argsort(-old).tolist() == [0, 1, 2, 3]           # z(s_div) beside radians: diversity wins at λ = 0.05
+    assert np.argsort(-new).tolist() == [3, 2, 1, 0]           # both z-scored: λ = 0.05 only nudges the margin order
+    zm = (margin - margin.mean()) / margin.std()
+    np.testing.assert_allclose(new, zm - 0.05 * zm, atol=1e-12)   # z(div) = −z(margin) here
+    # affine ranks every class like zscore_both (positive per-class scale + shift)
+    rng = np.random.default_rng(0)
+    m, d, yy = rng.normal(0, 0.04, 40), rng.normal(1.2, 0.02, 40), np.repeat([0, 1], 20)
+    for lam in (0.05, 0.1, 0.2):
+        for c in (0, 1):
+            k = yy == c
+            assert np.array_equal(np.argsort(-s_mixed(m, d, yy, lam, "affine")[k]), np.argsort(-s_mixed(m, d, yy, lam)[k]))
+    with pytest.raises(ConfigError, match="zscore_div_only"):
+        s_mixed(m, d, yy, 0.1, norm="zscore")
+
+
+def test_mixed_selector_norm_option_changes_the_selection():
+    V, T, y = synth_pool(C=3, n=30, seed=11)
+    a = select("mixed:0.05", V, T, y, 5)
+    b = select("mixed:0.05", V, T, y, 5, norm="zscore_div_only")
+    assert a.options["norm"] == "zscore_both" and b.options["norm"] == "zscore_div_only"
+    np.testing.assert_allclose(b.table["score"], s_margin(V, T, y) + 0.05 * s_div_norm(s_div(V, y), y))
+    assert not np.array_equal(a.indices, b.indices)
+
+
+def test_sasconfig_mixed_norm_default_and_check():
+    from ddrepro.sas import SASConfig
+    assert SASConfig(out_dir="/tmp/ddrepro-unused").mixed_norm == "zscore_both"
+    with pytest.raises(ConfigError, match="mixed_norm='z'"):
+        SASConfig(mixed_norm="z", out_dir="/tmp/ddrepro-unused")
+
+
+def test_kcenter_and_herding_selectors_match_the_shared_baselines():
+    V, T, y = synth_pool(C=3, n=20, seed=5)
+    for name in ("kcenter", "herding"):
+        got = select(name, V, T, y, 4)
+        assert np.array_equal(got.indices, select_baseline(name, V, y, 4).indices)
+        assert got.per_class().tolist() == [4, 4, 4] and got.options["metric"] == "euclidean"
+    assert not np.array_equal(select("kcenter", V, T, y, 4).indices, select("first", V, T, y, 4).indices)
+
+
+def test_pool_baselines_and_row_names():
+    from ddrepro.sas import pool_baselines, describe_rows, selector_label, set_label, display_value, SELECTORS, ALIASES
+    V, T, y = synth_pool(C=3, n=20, seed=6)
+    b = pool_baselines(["first_pool", "random_pool", "kcenter_pool", "herding_pool", "random_real", "full_data"], "sas", V, y, 4, seed=2)
+    assert list(b) == ["", "A", "kcenter", "herding"]
+    assert np.array_equal(b["A"].indices, select("A", V, T, y, 4, seed=2).indices)
+    assert np.array_equal(b["kcenter"].indices, np.sort(select_baseline("kcenter", V, y, 4).indices))
+    assert "A" not in pool_baselines(["random_pool"], "random", V, y, 4) and "" not in pool_baselines(["first_pool"], "first", V, y, 4)
+    assert selector_label("A") == "random from pool: no s_rel, s_sep, s_div (A)"
+    assert all(selector_label(k) != k for k in SELECTORS)                 # every code has words
+    assert all(selector_label(k).endswith(f"({k})") for k in "ABCDEF")
+    assert set_label("minimax", "sas") == "Minimax + SAS" and set_label("dit", "").startswith("DiT (first IPC")
+    assert display_value("ipc", 20.0) == "IPC 20" and display_value("model", "resnet18") == "ResNet-18"
+    rows = describe_rows([dict(method="full", selector="", model="resnet18", ipc=1300),
+                          dict(method="minimax", selector="kcenter", model="convnet6", ipc=10)], ipc=10)
+    assert [r["ipc"] for r in rows] == [10, 10] and rows[0]["train_per_class"] == 1300 and "train_per_class" not in rows[1]
+    assert rows[1]["set"] == "Minimax pool, K-Center on the pool" and rows[1]["student"] == "ConvNet-6"
