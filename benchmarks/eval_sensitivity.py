@@ -195,6 +195,7 @@ def plot(long: pd.DataFrame, path: Path, repeats: int) -> None:
     for ax in g.axes.flat:
         ax.tick_params(axis="x", labelrotation=35, labelbottom=True)
     g.set_axis_labels("", "final top-1 accuracy (%)")
+    g.figure.subplots_adjust(hspace=0.75)             # room for the rotated set names under the top row
     g.figure.suptitle(f"Fashion-MNIST panel: final accuracy per set and evaluation preset (mean ± sd, ≤ {repeats} training seeds)", y=1.02)
     g.figure.savefig(path, dpi=110, bbox_inches="tight")
 
