@@ -738,7 +738,7 @@ def _evaluate_set(train, test, protocol, preset, student, repeats, seed, teacher
             time.sleep(2)
     summary = merge_runs(runs, cfg.repeats)
     summary = dict(protocol=cfg.protocol, preset=cfg.preset, settings=preset_summary(cfg), student=cfg.student,
-                   dataset=cm.dataset, ipc=set_ipc, name=name, n_train=len(train), **summary, record=str(rec.path))
+                   dataset=cm.dataset, ipc=set_ipc, name=name, fingerprint=fp, n_train=len(train), **summary, record=str(rec.path))
     rec.finish(**{k: v for k, v in summary.items() if k != "record"})
     if verbose:
         print(f"[{name or cm.dataset} {cfg.protocol}/{cfg.preset} {cfg.student} ipc{set_ipc}] final "
@@ -790,7 +790,7 @@ def evaluate_sets(sets: dict, test, students: Sequence[str], protocol: str = "ha
         results = [evaluate_set(s, test, **kw) for _, _, s, kw in jobs]
     return [dict(dataset=s.class_map.dataset, method=method, selector=selector, model=r["student"], ipc=r["ipc"],
                  protocol=r["protocol"], preset=r["preset"], settings=r["settings"], acc_final_mean=r["final_mean"], acc_final_std=r["final_std"],
-                 acc_best_mean=r["best_mean"], acc_best_std=r["best_std"], n_runs=r["n_runs"],
+                 acc_best_mean=r["best_mean"], acc_best_std=r["best_std"], n_runs=r["n_runs"], fingerprint=r["fingerprint"],
                  finals=r["finals"], seeds=r["seeds"], images_per_s=r["images_per_s"], record=r["record"])
             for (method, selector, s, _), r in zip(jobs, results)]
 

@@ -331,12 +331,13 @@ def records_summary(spec: TableSpec, root: str | os.PathLike | None = None) -> p
     return pd.DataFrame(rows)
 
 def drop_repeated(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """Rows of one table cell that are the same evaluation recorded twice (same per-seed `finals` and `seeds`, e.g. the
-    random-real set that both the DiT and the Minimax cell of Table 1 evaluate) are kept once, so they are not
-    averaged with themselves into a std of 0. Rows without per-seed results are all kept."""
-    if "finals" not in df or "seeds" not in df: return df
-    has = df["finals"].map(lambda v: isinstance(v, (list, tuple)))
-    sig = df[list(keys)].astype(str).agg("|".join, axis=1) + "#" + df["finals"].map(repr) + "#" + df["seeds"].map(repr)
+    """Rows of one table cell that are the same evaluation recorded twice — same evaluation fingerprint (settings,
+    training set and test set, as `evaluate_set` hashes them) and same training seeds, e.g. the random-real set that
+    both the DiT and the Minimax cell of Table 1 evaluate — are kept once, so they are not averaged with themselves
+    into a std of 0. Rows without a fingerprint (older records) are all kept."""
+    if "fingerprint" not in df: return df
+    has = df["fingerprint"].map(lambda v: isinstance(v, str))
+    sig = df[list(keys)].astype(str).agg("|".join, axis=1) + "#" + df["fingerprint"].astype(str) + "#" + df.get("seeds", pd.Series("", index=df.index)).map(repr)
     return df[~(has & sig.duplicated())]
 
 def cited_cells(spec: TableSpec, paper: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
