@@ -364,34 +364,26 @@ def load_pool_generator(pool: str = "minimax", dataset: str = "fashion_mnist", *
                         seed: int = 0, device: str = "auto", minimax_steps: int = 1500, minimax_per_class: int = 1000,
                         data_root=None, download: bool = False, num_heads: int | None = None):
     "A `DiTGenerator` for a DiT or Minimax pool of `dataset` (see above); `.assets` holds the weights' provenance."
-    pool_sources(pool, dataset, weights, vae, check_files=True, seed=seed, minimax_steps=minimax_steps,
-                 minimax_per_class=minimax_per_class, data_root=data_root)      # names and paths, before any loading
+    src = pool_sources(pool, dataset, weights, vae, check_files=True, seed=seed, minimax_steps=minimax_steps,
+                       minimax_per_class=minimax_per_class, data_root=data_root)   # names and paths checked, before any loading
     cm = class_map(dataset)
     dev = pick_device(device)
     assets = {}
     if pool == "ddpm":
-        if weights is None and dataset != "cifar10":
-            raise ConfigError(f"pool='ddpm' on {dataset}: a pixel DDPM is published for cifar10 only and the embedded zoo has "
-                              "none; pass generator_weights=<folder of a class-conditional UNet2DModel> or use pool='dit'")
-        w, rev = _split_rev(str(weights or "cifar10-ddpm"))
-        model, sched, assets["ddpm"] = load_ddpm(w, rev, download=download)
+        model, sched, assets["ddpm"] = load_ddpm(src["weights"], src["revision"], download=download)
         n_cls = model.config.num_class_embeds
         if n_cls is not None and n_cls != len(cm):
             raise ConfigError(f"the DDPM ({assets['ddpm'].path}) has num_class_embeds={n_cls}; {dataset} has {len(cm)} classes")
         return PixelDDPMGenerator(model.to(dev), num_steps=num_steps, sampler=sampler, scheduler_config=sched,
                                   assets={k: a.as_dict() for k, a in assets.items()})
-    if weights is None:
-        if dataset != "fashion_mnist":
-            raise ConfigError(f"pool={pool!r} on {dataset}: the embedded zoo only covers fashion_mnist; pass "
-                              "generator_weights= (DiT-XL-2-256[@revision], a local DiT folder, DiT-XL-2-256x256.pt or a Minimax checkpoint)")
+    if weights is None:                                      # the embedded zoo (pool_sources: fashion_mnist only)
         dit, assets["dit"] = load_dit("zoo")
-        vae_m, assets["vae"] = load_vae(vae or "zoo")
+        vae_m, assets["vae"] = load_vae(src["vae"])
         if pool == "minimax":
             dit, assets["minimax"] = zoo_minimax(dataset, seed, minimax_steps, minimax_per_class, data_root, str(dev))
     else:
-        w, rev = _split_rev(str(weights))
-        dit, assets["dit"] = load_dit(w, rev, download=download, num_heads=num_heads)
-        vae_m, assets["vae"] = load_vae(vae or "sd-vae-ft-mse", download=download)
+        dit, assets["dit"] = load_dit(src["weights"], src["revision"], download=download, num_heads=num_heads)
+        vae_m, assets["vae"] = load_vae(src["vae"], download=download)
     n = dit.config.num_embeds_ada_norm
     class_ids = None
     if n != len(cm):
