@@ -39,7 +39,7 @@ check-clean:  ## notebooks clean and the export in sync (both must be no-ops)
 	@git diff --quiet -- nbs ddrepro || { echo "nbdev_clean/nbdev_export changed files:"; git --no-pager diff --stat -- nbs ddrepro; exit 1; }
 
 nbtest:  ## run every API notebook (flags gpu/slow/hub skipped); run notebooks are tested by pytest
-	$(BIN)/nbdev_test --n_workers 2 --skip_file_re '^(run_|make_figures|[_.])'
+	DDREPRO_EVAL_CACHE=off $(BIN)/nbdev_test --n_workers 2 --skip_file_re '^(run_|make_figures|[_.])'
 
 pytest:  ## the test suite, `slow` tests included (CI runs them; a bare `pytest` skips them)
 	$(BIN)/pytest -q -ra --runslow --durations=15 tests

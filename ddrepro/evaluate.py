@@ -36,8 +36,9 @@ __all__ = ['DSA_PARAMS', 'DSA_GROUPS', 'EMBEDDED_AUGMENT', 'BEST_LABEL', 'hard_e
            'cutmix_box', 'apply_cutmix', 'cutmix_ce', 'shuffle_patches', 'dsa_group', 'dsa_augment', 'soft_kl',
            'EvalConfig', 'eval_config', 'preset_summary', 'check_sets', 'take_ipc', 'prepare_images', 'augment_batch',
            'train_step', 'make_student', 'train_student', 'random_real_subset', 'merge_runs', 'default_eval_dir',
-           'torch_threads', 'evaluate_set', 'evaluate_sets', 'paired_difference', 'paired_rows', 'results_table',
-           'evaluate_folder', 'EvalSettings', 'EvalRunConfig', 'main']
+           'eval_cache_dir', 'cached_run', 'cache_run', 'torch_threads', 'evaluate_set', 'evaluate_sets',
+           'paired_difference', 'paired_rows', 'results_table', 'evaluate_folder', 'EvalSettings', 'EvalRunConfig',
+           'main']
 
 # %% ../nbs/09_evaluate.ipynb #b34322b2
 def hard_epochs(ipc: int, num_classes: int = 10, dataset: str = "") -> int:
@@ -657,6 +658,30 @@ def default_eval_dir(cfg: EvalConfig, seed: int, name: str | None = None) -> Pat
     "runs/eval/<name or dataset>_<protocol>_<preset>_<student>_ipc<ipc>_seed<seed>"
     return project_root() / "runs" / "eval" / f"{name or cfg.dataset}_{cfg.protocol}_{cfg.preset}_{cfg.student}_ipc{cfg.ipc}_seed{seed}"
 
+def eval_cache_dir() -> Path | None:
+    """Where finished training runs are shared between records: `$DDREPRO_EVAL_CACHE`, else `runs/cache/eval/`
+    ('off' / '0' / '': no sharing)."""
+    v = os.environ.get("DDREPRO_EVAL_CACHE")
+    if v is not None: return None if v.strip().lower() in ("", "0", "off", "no", "false") else Path(v)
+    return project_root() / "runs" / "cache" / "eval"
+
+def cached_run(fp: str, run_seed: int) -> dict | None:
+    """A training run already finished for the evaluation fingerprint `fp` (settings, training set, test set and this
+    module's code) and training seed `run_seed` — e.g. the random-real set every cell of a table trains — or None.
+    The returned run names the record it came from in `cached_from`."""
+    d = eval_cache_dir()
+    p = d / fp / f"seed{run_seed}.json" if d is not None else None
+    if p is None or not p.exists(): return None
+    try: run = read_json(p)
+    except Exception: return None
+    return run if run.get("fingerprint") == fp else None
+
+def cache_run(run: dict, fp: str, run_seed: int, source: Path) -> None:
+    "Share a finished training run under `eval_cache_dir()/<fp>/seed<run_seed>.json` (atomic; no-op when sharing is off)."
+    d = eval_cache_dir()
+    if d is None: return
+    write_json(d / fp / f"seed{run_seed}.json", dict(run, cached_from=str(source)))
+
 @contextlib.contextmanager
 def torch_threads(n: int | None):
     "Temporarily set torch's CPU thread count (None: leave it); restored on exit."
@@ -713,6 +738,8 @@ def _evaluate_set(train, test, protocol, preset, student, repeats, seed, teacher
             old = read_json(path)
             if old.get("fingerprint") == fp:
                 runs.append(old); continue
+        if (hit := cached_run(fp, seed + r)) is not None:    # the same training run, already done by another record
+            write_json(path, hit); runs.append(hit); continue
         desc = f"{name or cm.dataset} {cfg.protocol}/{cfg.preset} ipc{set_ipc} run {r + 1}/{cfg.repeats}"
         if rec is not None:
             with rec.stage(f"repeat_{r}", verbose=False) as st:
@@ -722,6 +749,7 @@ def _evaluate_set(train, test, protocol, preset, student, repeats, seed, teacher
             run = train_student(cfg, train.images, train.labels, test.images, test.labels, teacher, seed + r, dev, desc)
         run = dict(run, repeat=r, fingerprint=fp)
         write_json(path, run)
+        cache_run(run, fp, seed + r, path)
         runs.append(run)
         if verbose: print(f"[{desc}] final {100 * run['final']:.2f} %  best {100 * run['best']:.2f} %  "
                           f"{run['images_per_s']:.0f} img/s  {run['wall_s']:.1f} s")
@@ -758,21 +786,23 @@ def _evaluate_job(train, test, kw: dict) -> tuple[dict, str]:
 def evaluate_sets(sets: dict, test, students: Sequence[str], protocol: str = "hard", preset: str = "embedded",
                   repeats: int | None = None, seed: int = 0, teacher: Any = None, teacher_arch: str | None = None,
                   out_dir: str | os.PathLike | None = None, device: str = "auto", workers: int = 1, **overrides) -> list[dict]:
-    """Evaluate each set of `sets` (`{(method, selector) or name: ImageSet}`) with each student on `test`;
-    one record per set × student under `out_dir/<method>[_<selector>]_<student>/`. Returns the result rows.
+    """Evaluate each set of `sets` (`{(method, selector) or (method, selector, draw) or name: ImageSet}`) with each
+    student on `test`; one record per set × student under `out_dir/<method>[_<selector>][_draw<k>]_<student>/`.
+    Returns the result rows; a `draw` (several random draws of one baseline, e.g. selection seeds) is kept in its rows.
 
     `workers` > 1 on a CPU: that many evaluations at once, each in its own process with one torch thread (the
     embedded students are too small for two threads to help one run); each job's log prints when it ends.
     Results equal those of one-thread runs one after another (same seeds, same arithmetic)."""
     jobs = []
     for key, s in sets.items():
-        method, selector = key if isinstance(key, tuple) else (key, "")
+        method, selector, *rest = key if isinstance(key, tuple) else (key, "")
+        draw = rest[0] if rest else None
         for student in students:
-            name = f"{method}" + (f"_{selector}" if selector else "") + f"_{student}"
+            name = f"{method}" + (f"_{selector}" if selector else "") + (f"_draw{draw}" if draw is not None else "") + f"_{student}"
             od = Path(out_dir) / name.replace(":", "") if out_dir is not None else None
             kw = dict(protocol=protocol, preset=preset, student=student, repeats=repeats, seed=seed, teacher=teacher,
                       teacher_arch=teacher_arch, out_dir=od, device=device, name=name, **overrides)
-            jobs.append((method, selector, s, kw))
+            jobs.append((method, selector, draw, s, kw))
     workers = max(1, min(int(workers), len(jobs), os.cpu_count() or 1))
     if workers > 1 and pick_device(device).type == "cpu":
         import multiprocessing as mp
@@ -780,19 +810,20 @@ def evaluate_sets(sets: dict, test, students: Sequence[str], protocol: str = "ha
         print(f"evaluating {len(jobs)} set × student pairs in {workers} worker processes (one torch thread each)", flush=True)
         t0 = time.perf_counter()
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_evaluate_job, s, test, {**kw, "threads": 1}): i for i, (_, _, s, kw) in enumerate(jobs)}
+            futures = {pool.submit(_evaluate_job, s, test, {**kw, "threads": 1}): i for i, (*_, s, kw) in enumerate(jobs)}
             results = [None] * len(jobs)
             for n, f in enumerate(as_completed(futures), 1):      # report each evaluation as it ends
                 r, log = f.result(); results[futures[f]] = r
                 print(log, end="", flush=True)
                 print(f"evaluations: {n}/{len(jobs)} done, {time.perf_counter() - t0:.0f} s", flush=True)
     else:
-        results = [evaluate_set(s, test, **kw) for _, _, s, kw in jobs]
+        results = [evaluate_set(s, test, **kw) for *_, s, kw in jobs]
     return [dict(dataset=s.class_map.dataset, method=method, selector=selector, model=r["student"], ipc=r["ipc"],
                  protocol=r["protocol"], preset=r["preset"], settings=r["settings"], acc_final_mean=r["final_mean"], acc_final_std=r["final_std"],
                  acc_best_mean=r["best_mean"], acc_best_std=r["best_std"], n_runs=r["n_runs"], fingerprint=r["fingerprint"],
-                 finals=r["finals"], seeds=r["seeds"], images_per_s=r["images_per_s"], record=r["record"])
-            for (method, selector, s, _), r in zip(jobs, results)]
+                 finals=r["finals"], seeds=r["seeds"], images_per_s=r["images_per_s"], record=r["record"],
+                 **({} if draw is None else {"draw": draw}))
+            for (method, selector, draw, s, _), r in zip(jobs, results)]
 
 # %% ../nbs/09_evaluate.ipynb #00af9ad1
 def _by_seed(summary: dict) -> dict:

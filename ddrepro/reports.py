@@ -20,16 +20,16 @@ import pandas as pd
 
 from .evaluate import evaluate_set
 from .pools import POOLS
-from .sas import AXIS_NAMES, METHOD_NAMES, SELECTOR_NAMES, display_value
+from .sas import AXIS_NAMES, METHOD_NAMES, SELECTOR_NAMES, display_value, set_label
 from .core import ConfigError, RunRecord, atomic_write, load_yaml, project_root, RECORD_NAME
 
 # %% auto #0
-__all__ = ['ROW_KEYS', 'mean_std', 'fmt_mean_std', 'record_rows', 'find_records', 'collect', 'aggregate', 'pivot',
-           'load_paper_numbers', 'match_key', 'side_by_side', 'results_frame', 'runs_note', 'paper_lookup',
-           'paper_beside', 'df_to_markdown', 'write_table', 'save_figure', 'TableSpec', 'table_path', 'load_table_spec',
-           'table_cells', 'check_cell_params', 'cell_extra_params', 'cell_run_params', 'cell_dir', 'cell_done',
-           'papermill_command', 'records_summary', 'drop_repeated', 'cited_cells', 'readable_pivot', 'draw_table',
-           'plot_table', 'run_table', 'table_cli', 'table_specs', 'redraw_all']
+__all__ = ['ROW_KEYS', 'mean_std', 'fmt_mean_std', 'record_rows', 'find_records', 'collect', 'aggregate', 'delta_cells', 'pivot',
+           'load_paper_numbers', 'match_key', 'side_by_side', 'delta_label', 'results_frame', 'runs_note',
+           'paper_lookup', 'paper_beside', 'df_to_markdown', 'write_table', 'save_figure', 'TableSpec', 'table_path',
+           'load_table_spec', 'table_cells', 'check_cell_params', 'cell_extra_params', 'cell_run_params', 'cell_dir',
+           'cell_done', 'papermill_command', 'records_summary', 'drop_repeated', 'cited_cells', 'readable_pivot',
+           'draw_table', 'plot_table', 'run_table', 'table_cli', 'table_specs', 'redraw_all']
 
 # %% ../nbs/20_reports.ipynb #1722d084
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -80,6 +80,25 @@ def aggregate(df: pd.DataFrame, keys: Sequence[str], metric: str = "acc_final") 
         out.append({**dict(zip(keys, k)), "mean": m, "std": s, "n": n})
     return pd.DataFrame(out)
 
+def delta_cells(df: pd.DataFrame, keys: Sequence[str]) -> dict:
+    """{key tuple: '+1.1 ± 0.3'}: the paired difference (points ± SE) each cell's run reported against its baseline
+    (`delta_vs`), for cells drawn from one row that is not the baseline itself; a cell drawn from several records
+    shows the mean of their differences with no SE. Rows without a paired difference give no entry."""
+    if "delta_mean" not in df: return {}
+    out = {}
+    for k, g in df.groupby(list(keys), sort=False, dropna=False):
+        k = k if isinstance(k, tuple) else (k,)
+        g = g[g["delta_mean"].notna()]
+        own = [f"{m}/{s}" if s else str(m) for m, s in zip(g["method"], g.get("selector", pd.Series("", index=g.index)).fillna(""))]
+        g = g[[o != str(v) for o, v in zip(own, g["delta_vs"])]]
+        if g.empty: continue
+        if len(g) == 1:
+            d, se = float(g["delta_mean"].iloc[0]), float(g["delta_se"].iloc[0])
+            out[k] = f"{100 * d:+.1f} ± {100 * se:.1f}" if se == se else f"{100 * d:+.1f}"
+        else:
+            out[k] = f"{100 * float(g['delta_mean'].mean()):+.1f}"
+    return out
+
 def pivot(df: pd.DataFrame, rows: Sequence[str], cols: Sequence[str], metric: str = "acc_final") -> pd.DataFrame:
     "A paper-style table of `'mean ± std'` strings, rows × cols."
     agg = aggregate(df, list(rows) + list(cols), metric)
@@ -122,6 +141,11 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, match: dict, metric: s
 # %% ../nbs/20_reports.ipynb #8bcd34c7
 ROW_KEYS = ("set", "student", "dataset", "method", "selector", "model", "ipc", "protocol", "preset")
 
+def delta_label(delta_vs: str) -> str:
+    "The `delta_vs` of paired rows ('minimax/A', 'random') in words (`sas.set_label`)."
+    method, _, selector = str(delta_vs).partition("/")
+    return set_label(method, selector)
+
 def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
     "Result rows → a readable table: final (headline) and best-epoch top-1 %, mean ± std, runs."
     df = pd.DataFrame(rows)
@@ -130,7 +154,7 @@ def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
     if "acc_best_mean" in df:
         out["best (selected on test set) %"] = [fmt_mean_std(m, s) for m, s in zip(df["acc_best_mean"], df["acc_best_std"])]
     if "delta_mean" in df:
-        out[f"Δ vs {df['delta_vs'].iloc[0]} (paired) ± SE, points"] = [
+        out[f"Δ vs {delta_label(df['delta_vs'].iloc[0])} (paired) ± SE, points"] = [
             f"{100 * m:+.1f} ± {100 * s:.1f}" if s == s else f"{100 * m:+.1f}" for m, s in zip(df["delta_mean"], df["delta_se"])]
     if "n_runs" in df: out["runs"] = df["n_runs"]
     if "seeds" in df: out["training seeds"] = [", ".join(map(str, s)) if isinstance(s, (list, tuple)) else "" for s in df["seeds"]]
@@ -411,7 +435,10 @@ def draw_table(spec: TableSpec, root: str | os.PathLike | None = None, out: str 
     keys = list(spec.rows) + list(spec.cols)
     df = drop_repeated(df, keys)
     agg = aggregate(df, keys, spec.metric)
-    cells = agg.assign(cell=[fmt_mean_std(m, s) for m, s in zip(agg["mean"], agg["std"])], cited=False)[keys + ["cell", "cited"]]
+    deltas = delta_cells(df, keys)
+    text = [fmt_mean_std(m, s) + (f" (Δ {deltas[k]})" if k in deltas else "")
+            for m, s, k in zip(agg["mean"], agg["std"], agg[keys].itertuples(index=False, name=None))]
+    cells = agg.assign(cell=text, cited=False)[keys + ["cell", "cited"]]
     paper = load_paper_numbers(project_root() / spec.paper) if spec.paper else None
     cited = cited_cells(spec, paper, agg) if spec.cited and paper is not None else cells.iloc[:0]
     if len(cited):                                            # a column we ran is never replaced by the paper's
@@ -424,6 +451,9 @@ def draw_table(spec: TableSpec, root: str | os.PathLike | None = None, out: str 
     notes = [f"Accuracy (%): {spec.metric.replace('_', '-')} epoch; evaluation preset: {', '.join(preset)}.",
              runs_note(df) + (" A cell drawn from several records shows mean ± std over the records' means." if several else ""),
              *(f"Evaluator {x}." for x in settings),
+             *([f"(Δ …): the cell's paired difference to {', '.join(delta_label(v) for v in sorted(set(df['delta_vs'].dropna())))} "
+                "in points ± SE, reported by its run over shared training seeds (SE over the baseline's draws when it has several)."]
+               if deltas else []),
              *([f"Columns marked 'cited' are the paper's printed numbers ({spec.paper}), not run here."] if len(cited) else []),
              f"Drawn from {len(paths)} run records under runs/tables/{spec.name}/ by `ddrepro-table {spec.name}`."]
     write_table(table, out, title=spec.title or spec.name, notes=notes)
@@ -444,10 +474,13 @@ def plot_table(long: pd.DataFrame, spec: TableSpec, path: Path) -> Path:
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     x, hue = spec.plot["x"], spec.plot.get("hue")
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for h, g in (long.groupby(hue) if hue else [(None, long)]):
+    hues = [hue] if isinstance(hue, str) else list(hue or [])
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for h, g in (long.groupby(hues) if hues else [(None, long)]):
         g = g.sort_values(x)
-        ax.errorbar(g[x], g["mean"] * 100, yerr=g["std"].fillna(0) * 100, marker="o", capsize=3, label=f"{hue}={h}" if hue else None)
+        h = h if isinstance(h, tuple) else (h,)
+        label = ", ".join(display_value(k, v) if k != "ipc" else f"IPC {v}" for k, v in zip(hues, h)) if hues else None
+        ax.errorbar(g[x], g["mean"] * 100, yerr=g["std"].fillna(0) * 100, marker="o", capsize=3, label=label)
     ax.set_xlabel(spec.plot.get("xlabel", x)); ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(spec.plot.get("title", spec.title), fontsize=9)
     if hue: ax.legend(fontsize=8)

@@ -18,7 +18,7 @@ from .data import DATASETS, FASTAI_ARCHIVES, VAL_SPLITS, read_image, to_float01
 from .students import STUDENTS
 from .backbones import check_encoder_spec
 from .selection import (Selection, _np, class_blocks, first_per_class, herding, k_center_greedy, random_per_class,
-                               select_baseline, top_per_class)
+                               select_baseline, top_per_class, within_class_spread)
 from .pools import POOLS, PoolConfig, PoolSettings, pool_sources
 from .evaluate import EvalSettings
 from .core import ConfigError, DataError, RunConfig, derive_seed
@@ -29,8 +29,8 @@ __all__ = ['NORM_TOL', 'EPS', 'TIE_TOL', 'STREAM_ORDERS', 'NORMS', 'ABLATIONS', 
            'BASELINES', 'DEFAULT_BASELINES', 'POOL_BASELINES', 'check_embeddings', 'angular_distance', 's_rel', 's_sep',
            's_margin', 's_div', 'candidate_count', 'Stage1', 'stage1', 'stream_order', 'stage2_select', 'stage2_naive',
            'sas_select', 's_div_norm', 's_margin_norm', 's_mixed', 'parse_selector', 'score_table', 'select',
-           'selector_label', 'set_label', 'display_value', 'plot_selection_grid', 'plot_score_distributions',
-           'plot_tsne', 'SASConfig', 'pool_baselines', 'describe_rows']
+           'selector_label', 'set_label', 'display_value', 'pool_report', 'plot_selection_grid',
+           'plot_score_distributions', 'plot_tsne', 'SASConfig', 'pool_baselines', 'describe_rows']
 
 # %% ../nbs/10_sas.ipynb #36d54e0e
 NORM_TOL = 1e-3   # |‖v‖ − 1| allowed for an "L2-normalised" embedding
@@ -496,6 +496,18 @@ def display_value(key: str, value) -> str:
     return str(value)
 
 
+# %% ../nbs/10_sas.ipynb #10a12d83
+def pool_report(image_emb, text_emb, labels, correct=None) -> dict:
+    """A pool (or a real set) in the encoder's space: `teacher_acc` (mean of `correct`, NaN without a teacher),
+    `negative_margin` (fraction with s_margin < 0, Eq. 8), `margin_sd` (within-class sd of s_margin, mean over
+    classes, rad), `spread` (mean within-class angular spread, rad) and `n`."""
+    V, T, y, _ = check_embeddings(image_emb, text_emb, labels)
+    m = s_margin(V, T, y)
+    sds = [float(np.std(m[y == c])) for c in np.unique(y) if (y == c).sum() > 1]
+    return dict(n=int(len(y)), teacher_acc=float(np.mean(_np(correct))) if correct is not None else float("nan"),
+                negative_margin=float(np.mean(m < 0)), margin_sd=float(np.mean(sds)) if sds else float("nan"),
+                spread=within_class_spread(V, y))
+
 # %% ../nbs/10_sas.ipynb #3af07b4e
 def _img(x):
     "A pool image (file path, uint8 or float tensor) as an H×W×3 float array in [0, 1] for imshow."
@@ -537,7 +549,9 @@ def plot_score_distributions(selection: Selection, class_map=None):
             if m.any(): ax.hist(t[col][m], bins=30, alpha=0.55, label=f"{name} ({int(m.sum())})", density=True)
         ax.set_xlabel(label); ax.set_ylabel("density")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{selection.selector}: the selection keeps high margins plus some lower-margin, diverse images", fontsize=9)
+    means = {k: float(np.mean(t["s_margin"][m])) for k, m in groups.items() if m.any()}
+    fig.suptitle(f"{selection.selector}: margin and static diversity by fate in the selection; mean margin "
+                 + ", ".join(f"{k} {v:.3f}" for k, v in means.items()) + " rad", fontsize=8)
     return fig
 
 def plot_tsne(image_emb, labels, selection: Selection | np.ndarray, class_map, seed: int = 0, perplexity: float = 30.0):
@@ -583,6 +597,11 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
     val_split: str = "auto"                # ImageNet subsets: auto | imagenet_val50 (the papers') | fastai (data.VAL_SPLITS)
     val_root: str | None = None            # val_split=imagenet_val50: ILSVRC-2012 val sorted into <wnid>/ (default: data_root)
     eval_workers: int = 2                  # evaluations at once on a CPU (processes, one thread each); 1: in turn
+    selection_seed: int = 0                # seed of random selections (selector A / random, random stream order, the
+                                           # random-from-pool draws); the pool has its own, `seed`
+    selection_draws: int = 3               # random-from-pool baseline: draws with selection seeds selection_seed + 0, 1, …
+    diagnostics_draws: int = 20            # selection-level diagnostics: random draws to compare the selection with (0: off)
+    diagnostics_teacher: str = "auto"      # their teacher: auto (`teacher`, else the zoo teacher on Fashion-MNIST) | none | a spec
     figures: bool = True
 
     def __post_init__(self):
@@ -596,7 +615,8 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
         def bad(name, expected, value=None):
             raise ConfigError(f"{name}={getattr(self, name) if value is None else value!r}: expected {expected}")
         if self.dataset not in DATASETS: bad("dataset", f"one of {list(DATASETS)}")
-        ints = dict(ipc=1, seed=0, pool_factor=1, num_steps=1, batch_size=1, minimax_steps=1, minimax_per_class=1, eval_workers=1)
+        ints = dict(ipc=1, seed=0, pool_factor=1, num_steps=1, batch_size=1, minimax_steps=1, minimax_per_class=1, eval_workers=1,
+                    selection_seed=0, selection_draws=1, diagnostics_draws=0)
         for k, lo in ints.items():
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo: bad(k, f"an integer ≥ {lo}")
@@ -606,6 +626,9 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
             bad("keep_ratio", "the stage-1 candidate ratio p, 0 < p ≤ 1 (paper 0.5)")
         if isinstance(self.cfg_scale, bool) or not isinstance(self.cfg_scale, numbers.Real) or not self.cfg_scale >= 0:
             bad("cfg_scale", "a classifier-free guidance scale ≥ 0 (1: no guidance; Minimax sample.py: 4.0)")
+        if self.diagnostics_draws == 1: bad("diagnostics_draws", "0 (no diagnostics) or ≥ 2 random draws (an sd needs two)")
+        if not isinstance(self.diagnostics_teacher, str) or not self.diagnostics_teacher:
+            bad("diagnostics_teacher", "'auto', 'none', 'zoo', a teacher checkpoint path or 'torchvision:<model>'")
         parse_selector(self.selector)
         if self.mixed_norm not in NORMS: bad("mixed_norm", f"one of {list(NORMS)} (Eq. 9: both terms z-scored per class, "
                                                            "only s_div z-scored, or s_div mapped onto the margin's mean/std)")
@@ -636,6 +659,14 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
         self.generator_sources()                      # pool name × dataset × generator_weights / vae, by name
         return self
 
+    def diagnostics_teacher_spec(self) -> str | None:
+        """The teacher the selection diagnostics score images with: `diagnostics_teacher`, where 'auto' is the run's
+        `teacher` when one is set, else the zoo teacher on Fashion-MNIST, else none (spread only)."""
+        t = self.diagnostics_teacher
+        if t == "none": return None
+        if t != "auto": return t
+        return self.teacher or ("zoo" if self.dataset == "fashion_mnist" else None)
+
     def generator_sources(self, check_files: bool = False) -> dict:
         "Which weights this run's pool generator loads (`pools.pool_sources`), resolved without loading them."
         return pool_sources(self.pool, self.dataset, self.generator_weights, self.vae, check_files=check_files, seed=self.seed,
@@ -650,7 +681,8 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
     def default_run_name(self) -> str:
         sel = self.selector.replace(":", "")
         if sel.startswith("mixed") and self.mixed_norm != "zscore_both": sel += f"_{self.mixed_norm}"
-        return f"{self.dataset}_{self.pool}_{sel}_ipc{self.ipc}_n{self.pool_factor}_p{self.keep_ratio:g}_seed{self.seed}"
+        return (f"{self.dataset}_{self.pool}_{sel}_ipc{self.ipc}_n{self.pool_factor}_p{self.keep_ratio:g}_seed{self.seed}"
+                + (f"_sel{self.selection_seed}" if self.selection_seed else ""))
 
     @property
     def pool_per_class(self) -> int: return self.pool_factor * self.ipc
@@ -671,18 +703,23 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
 POOL_BASELINES = {"first_pool": ("", "first"), "random_pool": ("A", "random"), "kcenter_pool": ("kcenter", "kcenter"),
                   "herding_pool": ("herding", "herding")}      # baseline → (selector code of its rows, selection.select_baseline name)
 
-def pool_baselines(baselines: Sequence[str], selector: str, image_emb, labels, ipc: int, seed: int = 0) -> dict:
-    """The pool-based baselines of `baselines` (see `POOL_BASELINES`) on the same pool: {selector code: `Selection`},
-    '' = first IPC, 'A' = random (seeded), 'kcenter' / 'herding' on `image_emb` (N, d). The one equal to the run's own
-    `selector` is skipped (it is the selection itself)."""
+def pool_baselines(baselines: Sequence[str], selector: str, image_emb, labels, ipc: int, seed: int = 0,
+                   draws: int = 1) -> dict:
+    """The pool-based baselines of `baselines` (see `POOL_BASELINES`) on the same pool: {(selector code, draw):
+    `Selection`}: ('', None) = first IPC, ('A', k) = random draw k with selection seed `seed + k` for k < `draws`,
+    ('kcenter', None) / ('herding', None) on `image_emb` (N, d). A baseline equal to the run's own `selector` is
+    skipped (it is the selection itself); when that selector is random, it is draw 0 and the baselines add draws 1…"""
     own, _ = parse_selector(selector)
     own = {"F": "sas", "A": "random"}.get(own, own)
     out = {}
     for b in baselines:
         if b not in POOL_BASELINES: continue
         code, name = POOL_BASELINES[b]
-        if name == own: continue
-        out[code] = select_baseline(name, image_emb, labels, ipc, seed=seed)
+        if name == "random":
+            for k in range(1 if own == "random" else 0, draws):
+                out[(code, k)] = select_baseline(name, image_emb, labels, ipc, seed=seed + k)
+        elif name != own:
+            out[(code, None)] = select_baseline(name, image_emb, labels, ipc, seed=seed)
     return out
 
 def describe_rows(rows: Sequence[dict], ipc: int) -> list[dict]:
@@ -690,7 +727,8 @@ def describe_rows(rows: Sequence[dict], ipc: int) -> list[dict]:
     gets the table's `ipc` and keeps its own images per class as `train_per_class`."""
     out = []
     for r in rows:
-        r = dict(r, set=set_label(r["method"], r.get("selector", "")), student=STUDENT_NAMES.get(r["model"], r["model"]))
+        lab = set_label(r["method"], r.get("selector", "")) + (f", selection seed draw {r['draw']}" if r.get("draw") is not None else "")
+        r = dict(r, set=lab, student=STUDENT_NAMES.get(r["model"], r["model"]))
         if r["method"] == "full": r.update(train_per_class=r["ipc"], ipc=int(ipc))
         out.append(r)
     return out

@@ -21,11 +21,13 @@ import torch
 
 from .core import ConfigError, DataError, atomic_write, derive_seed, progress, write_json
 from .data import IMAGE_EXTS, ImageSet, read_image, to_float01
+from .students import predict_logits
 
 # %% auto #0
 __all__ = ['KCENTER_FIRST', 'RESERVED_COLUMNS', 'BASELINE_SELECTORS', 'NPZ_RESERVED', 'class_blocks', 'top_per_class',
            'random_per_class', 'first_per_class', 'herding', 'k_center_greedy', 'Selection', 'selection_from_indices',
-           'select_baseline', 'write_selection', 'PoolEmbeddings', 'embed_images', 'embed_pool']
+           'select_baseline', 'within_class_spread', 'subset_quality', 'selection_diagnostics', 'diagnostics_frame',
+           'teacher_agreement', 'write_selection', 'PoolEmbeddings', 'embed_images', 'embed_pool']
 
 # %% ../nbs/08_selection.ipynb #f9298030
 def _np(x) -> np.ndarray:
@@ -263,6 +265,88 @@ def select_baseline(name: str, image_emb, labels, ipc: int, seed: int = 0, num_c
         extra = {"pick_order": _pick_order(picks, len(y))}
         opts = {"metric": "euclidean"} | ({"first": "mean"} if name == "kcenter" else {})
     return selection_from_indices(picks, y, name, table=extra, options=opts)
+
+# %% ../nbs/08_selection.ipynb #e1755d3d
+def within_class_spread(emb, labels, num_classes: int | None = None) -> float:
+    """Mean within-class angular spread (rad) of L2-normalised embeddings `emb` (N, d): per class, the mean angle
+    between two distinct members; averaged over the classes with ≥ 2 members (NaN when there is none)."""
+    X = _check_emb(emb, len(_np(labels)), "within_class_spread").astype(np.float64)
+    y = _np(labels).astype(np.int64)
+    per_class = []
+    for c in np.unique(y):
+        E = X[y == c]
+        if len(E) < 2: continue
+        A = np.arccos(np.clip(E @ E.T, -1.0, 1.0))
+        per_class.append((A.sum() - np.trace(A)) / (len(E) * (len(E) - 1)))
+    return float(np.mean(per_class)) if per_class else float("nan")
+
+
+def subset_quality(indices, emb, labels, correct=None) -> dict:
+    """Teacher accuracy (`correct`: (N,) bools, the teacher's prediction equals the label; None: not measured) and
+    within-class spread of the pool items `indices`."""
+    idx = np.asarray(indices, dtype=np.int64).ravel()
+    y = _np(labels)
+    acc = float(np.mean(_np(correct)[idx])) if correct is not None and len(idx) else float("nan")
+    return dict(n=int(len(idx)), teacher_acc=acc, spread=within_class_spread(_np(emb)[idx], y[idx]))
+
+
+def selection_diagnostics(selected, emb, labels, correct=None, draws: int = 20, seed: int = 0,
+                          reference: dict | None = None, num_classes: int | None = None) -> dict:
+    """Teacher accuracy and within-class spread of a selection (`selected`: pool indices) beside `draws` random
+    selections with the same number per class from the same pool (mean, sd over draws), the rejected items, the
+    whole pool and an optional `reference` = dict(emb, labels, correct) (e.g. real images). `z_*` = (selection −
+    random mean) / random sd. Random draw k uses seed `derive_seed(seed, 'diagnostics', k)`."""
+    y = _np(labels).astype(np.int64)
+    sel = np.unique(np.asarray(selected, dtype=np.int64).ravel())
+    if draws < 2: raise ConfigError(f"selection_diagnostics: draws={draws}: expected ≥ 2 (an sd needs two draws)")
+    if correct is not None and len(_np(correct)) != len(y):
+        raise DataError(f"selection_diagnostics: correct has {len(_np(correct))} entries for a pool of {len(y)}")
+    C = int(num_classes or y.max() + 1)
+    counts = np.bincount(y[sel], minlength=C)
+    if len(set(counts[counts > 0].tolist())) != 1:
+        raise DataError(f"selection_diagnostics: the selection keeps unequal numbers per class {counts.tolist()}")
+    ipc = int(counts.max())
+    rand = [subset_quality(random_per_class(y, ipc, derive_seed(seed, "diagnostics", k), C).ravel(), emb, y, correct)
+            for k in range(draws)]
+    out = dict(selection=subset_quality(sel, emb, y, correct), ipc=ipc, draws=draws,
+               rejected=subset_quality(np.setdiff1d(np.arange(len(y)), sel), emb, y, correct),
+               pool=subset_quality(np.arange(len(y)), emb, y, correct))
+    out["random"] = {}
+    for k in ("teacher_acc", "spread"):
+        v = np.array([r[k] for r in rand])
+        m, s = float(np.mean(v)), float(np.std(v, ddof=1))
+        out["random"].update({f"{k}_mean": m, f"{k}_sd": s})
+        out[f"z_{k}"] = float((out["selection"][k] - m) / s) if s > 0 else float("nan")
+    if reference is not None:
+        r = reference
+        out["reference"] = subset_quality(np.arange(len(_np(r["labels"]))), r["emb"], r["labels"], r.get("correct"))
+    return out
+
+
+def diagnostics_frame(d: dict, reference_name: str = "reference"):
+    "`selection_diagnostics` as a table: one row per set (selection, random draws mean ± sd, rejected, pool, reference)."
+    import pandas as pd
+    rnd = d["random"]
+    rows = {"selection": d["selection"],
+            f"random draws ({d['draws']}, mean ± sd)": dict(
+                n=d["selection"]["n"], teacher_acc=f"{rnd['teacher_acc_mean']:.3f} ± {rnd['teacher_acc_sd']:.3f}",
+                spread=f"{rnd['spread_mean']:.3f} ± {rnd['spread_sd']:.3f}"),
+            "rejected": d["rejected"], "whole pool": d["pool"]}
+    if "reference" in d: rows[reference_name] = d["reference"]
+    f = pd.DataFrame(rows).T[["n", "teacher_acc", "spread"]]
+    f["teacher_acc"] = [v if isinstance(v, str) else f"{v:.3f}" for v in f["teacher_acc"]]
+    f["spread"] = [v if isinstance(v, str) else f"{v:.3f}" for v in f["spread"]]
+    f.columns = ["images", "teacher accuracy", "within-class spread (rad)"]
+    return f
+
+
+def teacher_agreement(teacher, images, labels, batch_size: int = 500, device: str = "auto") -> np.ndarray:
+    """(N,) bools: the teacher's top-1 prediction on each image (uint8 / float [0,1], N×3×H×W) equals its label —
+    `correct` for `selection_diagnostics`. `teacher`: a module whose logits are in the labels' class order
+    (`backbones.load_teacher` gives one)."""
+    y = torch.as_tensor(_np(labels)).long()
+    if len(images) != len(y): raise DataError(f"teacher_agreement: {len(images)} images for {len(y)} labels")
+    return (predict_logits(teacher, images, batch_size, device).argmax(1) == y).numpy()
 
 # %% ../nbs/08_selection.ipynb #682f9a0d
 def _fmt(v) -> str:

@@ -4,6 +4,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ["DDREPRO_PROGRESS"] = "0"             # quiet even where a shell exports DDREPRO_PROGRESS=log
+os.environ["DDREPRO_EVAL_CACHE"] = "off"         # every test trains what it evaluates (tests of the cache set their own)
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"The evaluation-sensitivity study script: its summary statistics by hand, and a smoke run end to end."
+"The benchmark scripts (evaluation-sensitivity study, SAS pool guidance sweep): their statistics by hand, and smoke runs end to end."
 import importlib.util
 from pathlib import Path
 
@@ -79,3 +79,32 @@ def test_publish_needs_one_clean_commit(tmp_path):
     with pytest.raises(SystemExit, match="one clean commit"): m.publish(tmp_path, tmp_path / "fig", long.assign(git_sha=["a", "b"], git_dirty=False))
     out = m.publish(tmp_path, tmp_path / "fig", long.assign(git_dirty=False))
     assert [p.name for p in out][0] == "eval_sensitivity_long.csv" and out[3].read_text() == "sensitivity.png"
+
+
+# ---------------------------------------------------------------- the embedded SAS pool's guidance-scale sweep
+def _sweep():
+    spec = importlib.util.spec_from_file_location("pool_cfg_sweep", ROOT / "benchmarks" / "pool_cfg_sweep.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sweep_choice_rule_by_hand():
+    "Largest mean z(teacher accuracy) of SAS over the IPCs, among pools the teacher labels ≥ 80 % correct."
+    rows = [dict(cfg_scale=c, set="pool", teacher_acc=acc) for c, acc in ((1.0, 0.70), (1.5, 0.90), (4.0, 0.98))]
+    rows += [dict(cfg_scale=c, set="SAS selection", ipc=i, z_teacher_acc=z)
+             for c, zs in ((1.0, (9, 9)), (1.5, (3, 2)), (4.0, (4, 0))) for i, z in zip((10, 50), zs)]
+    m = _sweep()
+    assert m.choose(pd.DataFrame(rows)) == 1.5          # CFG 1 has the largest z but its pool is 70 % label-correct
+    assert m.choose(pd.DataFrame([r for r in rows if r["cfg_scale"] != 1.5])) == 4.0
+    assert m.choose(pd.DataFrame([dict(r, teacher_acc=0.5) if r["set"] == "pool" else r for r in rows])) is None
+
+
+@pytest.mark.slow
+def test_sweep_smoke_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDREPRO_EVAL_CACHE", "off")
+    df, chosen = _sweep().main(["--smoke", "--workers", "1", "--out", str(tmp_path)])
+    assert set(df["set"]) == {"pool", "real", "SAS selection"} and len(df) == 6       # 2 scales × (pool, real, IPC 2)
+    sel = df[df["set"] == "SAS selection"]
+    assert sel["trained_delta"].notna().all() and (sel["trained_runs"] == 2).all()
+    assert all((tmp_path / f).exists() for f in ("sweep.csv", "sweep.md", "sweep.png", "record.json"))
+    assert "Chosen by the rule" in (tmp_path / "sweep.md").read_text() or "No scale passes" in (tmp_path / "sweep.md").read_text()

@@ -455,6 +455,34 @@ def test_evaluate_sets_in_worker_processes_equals_one_after_another(tmp_path):
     assert [r["selector"] for r in par] == ["", "s1"] and all(Path(r["record"]).exists() for r in par)
 
 
+def test_a_training_run_is_shared_between_records_by_fingerprint_and_seed(tmp_path, monkeypatch):
+    "Two records that train the same set with the same settings and seeds: the second reuses the first's runs."
+    monkeypatch.setenv("DDREPRO_EVAL_CACHE", str(tmp_path / "cache"))
+    train, test = _set(3), _set(2, seed=1)
+    a = ev.evaluate_set(train, test, "hard", repeats=2, seed=5, **_kw(tmp_path / "a"))
+    assert sorted(p.name for p in (tmp_path / "cache" / a["fingerprint"]).iterdir()) == ["seed5.json", "seed6.json"]
+    b = ev.evaluate_set(train, test, "hard", repeats=3, seed=5, **_kw(tmp_path / "b"))     # repeats differ: own fingerprint
+    assert b["fingerprint"] != a["fingerprint"] and "repeat_0" in RunRecord.load(tmp_path / "b").stages
+    c = ev.evaluate_set(train, test, "hard", repeats=2, seed=5, **_kw(tmp_path / "c"))
+    assert c["finals"] == a["finals"] and "repeat_0" not in RunRecord.load(tmp_path / "c").stages     # nothing trained
+    assert ev.read_json(tmp_path / "c" / "repeats" / "repeat_1.json")["cached_from"].endswith("a/repeats/repeat_1.json")
+    other = _set(3, seed=7)                                                                # another training set: trains
+    d = ev.evaluate_set(other, test, "hard", repeats=2, seed=5, **_kw(tmp_path / "d"))
+    assert d["fingerprint"] != a["fingerprint"] and "repeat_0" in RunRecord.load(tmp_path / "d").stages
+    monkeypatch.setenv("DDREPRO_EVAL_CACHE", "off")
+    assert ev.eval_cache_dir() is None and ev.cached_run(a["fingerprint"], 5) is None
+
+
+def test_evaluate_sets_keeps_the_draw_of_three_part_keys(tmp_path):
+    train, test = _set(3), _set(2, seed=1)
+    rows = ev.evaluate_sets({("pool", "A", 0): train, ("pool", "A", 1): _set(3, seed=4), ("pool", "sas"): train}, test,
+                            ["convnet"], repeats=2, seed=5, out_dir=tmp_path, device="cpu", width=8, size=16, epochs=3, eval_every=1)
+    assert [r.get("draw") for r in rows] == [0, 1, None] and [r["selector"] for r in rows] == ["A", "A", "sas"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool_A_draw0_convnet", "pool_A_draw1_convnet", "pool_sas_convnet"]
+    p = ev.paired_rows(rows, ("pool", "A"))                 # both draws are the baseline: SE over draws
+    assert p[2]["delta_se_over"] == "selection and training seeds" and p[2]["delta_pairs"] == 4
+
+
 # ---------------------------------------------------------------- paired comparisons
 def test_paired_difference_of_a_set_with_itself_is_exactly_zero(tmp_path):
     "Same set, same seeds, same arithmetic: every per-seed difference is 0, so Δ = 0 and SE = 0 exactly."

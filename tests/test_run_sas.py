@@ -26,13 +26,21 @@ def test_run_sas_embedded_smoke(tmp_path):
     out = tmp_path / "run"
     r = _papermill(tmp_path, "-p", "ipc", "2", "-p", "pool", "dit", "-p", "pool_factor", "2", "-p", "repeats", "1",
                    "-p", "num_steps", "5", "-p", "pool_dir", str(tmp_path / "pool"), "-p", "out_dir", str(out),
-                   "-p", "figures", "False", "-y", "baselines: [first_pool, random_real]", "-y", "eval_overrides: {epochs: 2}")
+                   "-p", "figures", "False", "-y", "baselines: [first_pool, random_pool, random_real]", "-y", "eval_overrides: {epochs: 2}",
+                   "-p", "selection_draws", "2", "-p", "diagnostics_draws", "5")
     assert r.returncode == 0, r.stderr[-4000:]
     rec = json.loads((out / "record.json").read_text())
     assert rec["status"] == "complete" and rec["params"]["ipc"] == 2
-    assert set(rec["stages"]) >= {"preflight", "pool", "embed", "select", "evaluate"}
+    assert set(rec["stages"]) >= {"preflight", "pool", "embed", "select", "diagnostics", "evaluate"}
+    # selection-level diagnostics: the selection, 5 random draws, rejected, pool, real reference, with the zoo teacher
+    d = rec["results"]["diagnostics"]
+    assert d["teacher"] == "zoo" and d["draws"] == 5 and d["selection"]["n"] == 20 and d["rejected"]["n"] == 20
+    assert d["reference"]["n"] == 40 and 0 <= d["selection"]["teacher_acc"] <= 1 and d["selection"]["spread"] > 0
+    assert "z(teacher accuracy)" in (tmp_path / "out.ipynb").read_text()
     rows = pd.DataFrame(rec["results"]["rows"])
-    assert sorted(zip(rows.method, rows.selector)) == [("dit", ""), ("dit", "sas"), ("random", "")]
+    assert sorted(zip(rows.method, rows.selector)) == [("dit", ""), ("dit", "A"), ("dit", "A"), ("dit", "sas"), ("random", "")]
+    assert sorted(rows["draw"].dropna().astype(int)) == [0, 1]             # two random-from-pool draws, selection seeds 0, 1
+    assert (rows.delta_vs == "dit/A").all()                                   # every row paired against random from the pool
     # one run each on the 10 000 Fashion-MNIST test images: every accuracy is a count over them
     assert (rows.n_runs == 1).all() and (rows.ipc == 2).all()
     assert ((rows.acc_final_mean * 10000 - (rows.acc_final_mean * 10000).round()).abs() < 1e-3).all()   # float32-stored

@@ -561,10 +561,11 @@ def test_pool_baselines_and_row_names():
     from ddrepro.sas import pool_baselines, describe_rows, selector_label, set_label, display_value, SELECTORS, ALIASES
     V, T, y = synth_pool(C=3, n=20, seed=6)
     b = pool_baselines(["first_pool", "random_pool", "kcenter_pool", "herding_pool", "random_real", "full_data"], "sas", V, y, 4, seed=2)
-    assert list(b) == ["", "A", "kcenter", "herding"]
-    assert np.array_equal(b["A"].indices, select("A", V, T, y, 4, seed=2).indices)
-    assert np.array_equal(b["kcenter"].indices, np.sort(select_baseline("kcenter", V, y, 4).indices))
-    assert "A" not in pool_baselines(["random_pool"], "random", V, y, 4) and "" not in pool_baselines(["first_pool"], "first", V, y, 4)
+    assert list(b) == [("", None), ("A", 0), ("kcenter", None), ("herding", None)]
+    assert np.array_equal(b[("A", 0)].indices, select("A", V, T, y, 4, seed=2).indices)
+    assert np.array_equal(b[("kcenter", None)].indices, np.sort(select_baseline("kcenter", V, y, 4).indices))
+    assert not pool_baselines(["random_pool"], "random", V, y, 4) and not pool_baselines(["first_pool"], "first", V, y, 4)
+    assert list(pool_baselines(["random_pool"], "random", V, y, 4, draws=3)) == [("A", 1), ("A", 2)]   # own selection = draw 0
     assert selector_label("A") == "random from pool: no s_rel, s_sep, s_div (A)"
     assert all(selector_label(k) != k for k in SELECTORS)                 # every code has words
     assert all(selector_label(k).endswith(f"({k})") for k in "ABCDEF")
