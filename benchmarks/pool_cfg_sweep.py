@@ -86,11 +86,9 @@ def project_dir() -> Path:
 
 
 def choose(df: pd.DataFrame) -> float | None:
-    "The rule of the module docstring: largest mean z(teacher accuracy) of SAS, among pools the teacher labels ≥ 80 %."
-    pools = df[df["set"] == "pool"].set_index("cfg_scale")["teacher_acc"]
-    z = df[df["set"] == "SAS selection"].groupby("cfg_scale")["z_teacher_acc"].mean()
-    ok = z[[pools.get(c, 0) >= MIN_TEACHER_ACC for c in z.index]]
-    return float(ok.idxmax()) if len(ok) else None
+    "The rule of the module docstring (`sas.choose_pool_cfg`, the one implementation the notebook also checks)."
+    from ddrepro.sas import choose_pool_cfg
+    return choose_pool_cfg(df, MIN_TEACHER_ACC)
 
 
 def markdown(df: pd.DataFrame, chosen: float | None, settings: str) -> str:

@@ -644,7 +644,10 @@ def _code_version() -> str:
     return hashlib.sha256(Path(f).read_bytes()).hexdigest()[:16] if f and Path(f).suffix == ".py" else ""
 
 def _fingerprint(cfg: EvalConfig, train: ImageSet, test: ImageSet, teacher_desc: str | None) -> str:
-    h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str).encode())
+    # what one training run depends on: settings (not how many runs there are — run r is seed + r either way),
+    # the teacher, this module's code and the images; records and the shared run cache match runs by it
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "repeats"}
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(str(teacher_desc).encode())
     h.update(_code_version().encode())          # a changed evaluate module never resumes from old runs
     for s in (train, test):

@@ -21,7 +21,7 @@ import pandas as pd
 from .evaluate import evaluate_set
 from .pools import POOLS
 from .sas import AXIS_NAMES, METHOD_NAMES, SELECTOR_NAMES, display_value, set_label
-from .core import ConfigError, RunRecord, atomic_write, load_yaml, project_root, RECORD_NAME
+from .core import ConfigError, DataError, RunRecord, atomic_write, load_yaml, project_root, RECORD_NAME
 
 # %% auto #0
 __all__ = ['ROW_KEYS', 'mean_std', 'fmt_mean_std', 'record_rows', 'find_records', 'collect', 'aggregate', 'delta_cells', 'pivot',
@@ -29,7 +29,7 @@ __all__ = ['ROW_KEYS', 'mean_std', 'fmt_mean_std', 'record_rows', 'find_records'
            'paper_lookup', 'paper_beside', 'df_to_markdown', 'write_table', 'save_figure', 'TableSpec', 'table_path',
            'load_table_spec', 'table_cells', 'check_cell_params', 'cell_extra_params', 'cell_run_params', 'cell_dir',
            'cell_done', 'papermill_command', 'records_summary', 'drop_repeated', 'cited_cells', 'readable_pivot',
-           'draw_table', 'plot_table', 'run_table', 'table_cli', 'table_specs', 'redraw_all']
+           'draw_table', 'copy_cell_figures', 'plot_table', 'run_table', 'table_cli', 'table_specs', 'redraw_all']
 
 # %% ../nbs/20_reports.ipynb #1722d084
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -237,6 +237,7 @@ class TableSpec:
     plot: dict | None = None
     cell_params: list = field(default_factory=list)   # [{when: {axis: value, …}, set: {param: value, …}}, …]
     cited: list = field(default_factory=list)         # [{paper column: value, …}, …]: paper columns shown, not run
+    cell_figures: list = field(default_factory=list)  # files each cell's run writes (e.g. tsne.png), copied to figures/
 
 def table_path(name: str) -> Path:
     "`sas/table6` → `<project>/params/sas/table6.yaml` (a path to a YAML is used as is)."
@@ -261,6 +262,9 @@ def load_table_spec(name: str) -> TableSpec:
         if not isinstance(v, list) or not v:
             raise ConfigError(f"{path}: table.grid.{k} must be a non-empty list, got {v!r}")
     t["cell_params"] = check_cell_params(t.get("cell_params") or [], t["grid"], str(path))
+    t["cell_figures"] = t.get("cell_figures") or []
+    if not isinstance(t["cell_figures"], list) or not all(isinstance(f, str) and f and "/" not in f for f in t["cell_figures"]):
+        raise ConfigError(f"{path}: table.cell_figures must be a list of file names a cell's run writes, got {t['cell_figures']!r}")
     t["cited"] = t.get("cited") or []
     if not isinstance(t["cited"], list) or not all(isinstance(c, dict) and c for c in t["cited"]):
         raise ConfigError(f"{path}: table.cited must be a list of {{paper column: value}} filters, got {t['cited']!r}")
@@ -467,7 +471,22 @@ def draw_table(spec: TableSpec, root: str | os.PathLike | None = None, out: str 
         sbs = side_by_side(df, paper, spec.paper_match, spec.metric, keys=keys)
         write_table(sbs, out.with_name(out.name + "_vs_paper"), title=f"{spec.title} — ours vs paper", notes=notes)
     if spec.plot: plot_table(long, spec, out.with_suffix(".png"))
+    copy_cell_figures(spec, root, out.parent)
     return table
+
+def copy_cell_figures(spec: TableSpec, root: str | os.PathLike | None = None, figures: str | os.PathLike | None = None) -> list[Path]:
+    "Copy `spec.cell_figures` from each complete cell's folder to `figures/<table>_<cell>_<file>` (atomically); the copies."
+    figures, done = Path(figures or project_root() / "figures"), []
+    for cell in table_cells(spec):
+        d = cell_dir(spec, cell, root)
+        if not cell_done(d): continue
+        for name in spec.cell_figures:
+            src = d / name
+            if not src.exists(): raise DataError(f"{src}: table.cell_figures names {name!r} but the cell's run did not write it")
+            dst = figures / f"{spec.name.replace('/', '_')}_{d.name}_{name}"
+            with atomic_write(dst, "wb") as f: f.write(src.read_bytes())
+            done.append(dst)
+    return done
 
 def plot_table(long: pd.DataFrame, spec: TableSpec, path: Path) -> Path:
     "A line plot of the metric against `plot.x`, one line per `plot.hue` (e.g. SAS Fig. 5)."

@@ -30,7 +30,7 @@ __all__ = ['NORM_TOL', 'EPS', 'TIE_TOL', 'STREAM_ORDERS', 'NORMS', 'ABLATIONS', 
            's_margin', 's_div', 'candidate_count', 'Stage1', 'stage1', 'stream_order', 'stage2_select', 'stage2_naive',
            'sas_select', 's_div_norm', 's_margin_norm', 's_mixed', 'parse_selector', 'score_table', 'select',
            'selector_label', 'set_label', 'display_value', 'pool_report', 'plot_selection_grid',
-           'plot_score_distributions', 'plot_tsne', 'SASConfig', 'pool_baselines', 'describe_rows']
+           'plot_score_distributions', 'plot_tsne', 'SASConfig', 'choose_pool_cfg', 'pool_baselines', 'describe_rows']
 
 # %% ../nbs/10_sas.ipynb #36d54e0e
 NORM_TOL = 1e-3   # |‖v‖ − 1| allowed for an "L2-normalised" embedding
@@ -584,6 +584,7 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
     method: str = "sas"
     ipc: int = 50
     pool: str = "minimax"                  # generator of the image pool: dit | minimax | ddpm (CIFAR-10, Table 3)
+    cfg_scale: float = 2.0                 # the embedded pool's guidance, chosen by benchmarks/pool_cfg_sweep.py (paper scale: 4.0)
     keep_ratio: float = 0.5                # p: stage-1 candidate ratio (Fig. 5)
     selector: str = "sas"                  # sas | mixed[:λ] | random | first | kcenter | herding | A…F (Table 6 rows)
     mixed_norm: str = "zscore_both"        # Eq. 9 normalisation (mixed selectors): zscore_both | zscore_div_only | affine
@@ -698,6 +699,18 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
         "The `pools.PoolConfig` of this run's pool (same generator, sampler, seed): one shared folder per pool."
         return PoolConfig(dataset=self.dataset, ipc=self.ipc, seed=self.seed, device=self.device, data_root=self.data_root,
                           generator=self.pool, out_dir=self.pool_dir, threads=0, **self.pool_settings())
+
+# %% ../nbs/10_sas.ipynb #a6996dc3
+def choose_pool_cfg(sweep, min_teacher_acc: float = 0.80) -> float | None:
+    """The guidance scale of a pool sweep (rows `cfg_scale`, `set` ∈ {pool, SAS selection}, `teacher_acc`,
+    `z_teacher_acc`; `benchmarks/pool_cfg_sweep.py`) with the largest mean z(teacher accuracy) of SAS's selection
+    over the IPCs, among pools whose teacher accuracy is ≥ `min_teacher_acc`; None when no pool qualifies."""
+    import pandas as pd
+    df = pd.DataFrame(sweep)
+    pools = df[df["set"] == "pool"].set_index("cfg_scale")["teacher_acc"]
+    z = df[df["set"] == "SAS selection"].groupby("cfg_scale")["z_teacher_acc"].mean()
+    ok = z[[pools.get(c, 0.0) >= min_teacher_acc for c in z.index]]
+    return float(ok.idxmax()) if len(ok) else None
 
 # %% ../nbs/10_sas.ipynb #ae7d6ace
 POOL_BASELINES = {"first_pool": ("", "first"), "random_pool": ("A", "random"), "kcenter_pool": ("kcenter", "kcenter"),

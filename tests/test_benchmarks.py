@@ -108,3 +108,14 @@ def test_sweep_smoke_run(tmp_path, monkeypatch):
     assert sel["trained_delta"].notna().all() and (sel["trained_runs"] == 2).all()
     assert all((tmp_path / f).exists() for f in ("sweep.csv", "sweep.md", "sweep.png", "record.json"))
     assert "Chosen by the rule" in (tmp_path / "sweep.md").read_text() or "No scale passes" in (tmp_path / "sweep.md").read_text()
+
+
+# ---------------------------------------------------------------- SAS §4.8 overhead
+@pytest.mark.slow
+def test_overhead_smoke_run(tmp_path):
+    spec = importlib.util.spec_from_file_location("sas_overhead", ROOT / "benchmarks" / "sas_overhead.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    df = mod.main(["--smoke", "--threads", "1", "--out", str(tmp_path)])
+    assert list(df["pool images"]) == [40, 2000] and (df["generation s"] > 0).all()
+    assert df["scoring / generation"].iloc[1] == round(18 / 2100, 4)          # the paper's row is the paper's numbers
+    assert (tmp_path / "overhead.md").read_text().startswith("### SAS §4.8 overhead")

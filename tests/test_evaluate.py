@@ -461,8 +461,11 @@ def test_a_training_run_is_shared_between_records_by_fingerprint_and_seed(tmp_pa
     train, test = _set(3), _set(2, seed=1)
     a = ev.evaluate_set(train, test, "hard", repeats=2, seed=5, **_kw(tmp_path / "a"))
     assert sorted(p.name for p in (tmp_path / "cache" / a["fingerprint"]).iterdir()) == ["seed5.json", "seed6.json"]
-    b = ev.evaluate_set(train, test, "hard", repeats=3, seed=5, **_kw(tmp_path / "b"))     # repeats differ: own fingerprint
-    assert b["fingerprint"] != a["fingerprint"] and "repeat_0" in RunRecord.load(tmp_path / "b").stages
+    b = ev.evaluate_set(train, test, "hard", repeats=3, seed=5, **_kw(tmp_path / "b"))     # one more run: only it trains
+    assert b["fingerprint"] == a["fingerprint"] and b["finals"][:2] == a["finals"]
+    assert set(RunRecord.load(tmp_path / "b").stages) & {"repeat_0", "repeat_1", "repeat_2"} == {"repeat_2"}
+    e = ev.evaluate_set(train, test, "hard", repeats=2, seed=5, **_kw(tmp_path / "e", epochs=2))   # other settings: trains
+    assert e["fingerprint"] != a["fingerprint"] and "repeat_0" in RunRecord.load(tmp_path / "e").stages
     c = ev.evaluate_set(train, test, "hard", repeats=2, seed=5, **_kw(tmp_path / "c"))
     assert c["finals"] == a["finals"] and "repeat_0" not in RunRecord.load(tmp_path / "c").stages     # nothing trained
     assert ev.read_json(tmp_path / "c" / "repeats" / "repeat_1.json")["cached_from"].endswith("a/repeats/repeat_1.json")
