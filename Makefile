@@ -12,7 +12,7 @@ T ?= sas/embedded/table6
 # (a line per ~10 % of a loop or 30 s: pool batches, Minimax steps, student epochs) instead of a still cell counter
 LOG_PAPERMILL := DDREPRO_PROGRESS=log $(BIN)/papermill --log-output --no-progress-bar
 
-.PHONY: help install data demo test check-clean nbtest pytest bench zoo table figures clean-runs
+.PHONY: help install data demo lab test check-clean nbtest pytest bench zoo table figures clean-runs
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -21,8 +21,9 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-install: $(BIN)/python data  ## venv + package with dev extras + Fashion-MNIST (idempotent)
+install: $(BIN)/python data  ## venv + package with dev extras + Fashion-MNIST + the Jupyter kernel "ddrepro" (idempotent)
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name ddrepro --display-name "Python (ddrepro)" >/dev/null
 
 data:  ## Fashion-MNIST from Debian (dataset-fashion-mnist) when it is missing
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then echo "Fashion-MNIST: present"; \
@@ -32,6 +33,11 @@ data:  ## Fashion-MNIST from Debian (dataset-fashion-mnist) when it is missing
 demo: install  ## the embedded default end to end: SAS on Fashion-MNIST (IPC=$(IPC)) -> runs/
 	mkdir -p runs
 	$(LOG_PAPERMILL) nbs/run_sas.ipynb runs/run_sas_ipc$(IPC).ipynb -p ipc $(IPC)
+
+LAB_PORT ?= 8888
+lab: install  ## JupyterLab on 127.0.0.1:$(LAB_PORT) at the repository root, kernel "Python (ddrepro)"
+	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser --ServerApp.root_dir="$(CURDIR)" \
+		--MappingKernelManager.default_kernel_name=ddrepro
 
 check-clean:  ## notebooks clean and the export in sync (both must be no-ops)
 	$(BIN)/nbdev_clean
@@ -56,7 +62,7 @@ zoo: install  ## retrain the embedded model zoo from scratch on CPU (< 1 h) and 
 table: install  ## run every cell of a paper table and redraw it: make table T=sas/table6
 	$(BIN)/ddrepro-table $(T)
 
-figures: install  ## redraw every figure/table from run records
+figures: install  ## redraw every figure/table from run records, then rewrite the gallery figures/README.md
 	$(BIN)/papermill nbs/make_figures.ipynb runs/make_figures.ipynb
 
 clean-runs:  ## delete runs/ (executed notebooks, pools, records)

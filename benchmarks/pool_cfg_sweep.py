@@ -21,7 +21,7 @@ the teacher still labels ≥ 80 % correct (below that the pool is mostly not the
 comparison is reported beside it, not used to choose.
 
 Writes runs/bench/pool_cfg_sweep/{sweep.csv, sweep.md, sweep.png, record.json}; the record carries the git
-commit and dirty flag. `--figures` copies the table and plot to figures/sas_embedded_pool_sweep.* and refuses
+commit and dirty flag. `--figures` copies the table, plot and record to figures/sas_embedded_pool_sweep* and refuses
 unless the commit is clean. `--smoke`: a tiny version (2 scales, IPC 2, 5 sampler steps, 2 epochs).
 """
 import argparse
@@ -180,8 +180,9 @@ def main(argv=None):
         if rec.git.get("dirty") or not rec.git.get("sha"):
             raise SystemExit(f"--figures: this run's commit {rec.git.get('sha')} is dirty={rec.git.get('dirty')}; "
                              "figures need one clean commit — commit, then rerun in a clean checkout")
-        for name in ("sweep.csv", "sweep.md", "sweep.png"):
-            dst = project_root() / "figures" / f"sas_embedded_pool_{name}"
+        for name in ("sweep.csv", "sweep.md", "sweep.png", "record.json"):         # the record: the gallery reads its commit
+            dst = project_root() / "figures" / f"sas_embedded_pool_sweep_{name}" if name == "record.json" else \
+                project_root() / "figures" / f"sas_embedded_pool_{name}"
             with atomic_write(dst, "wb") as f: f.write((out / name).read_bytes())
             print("wrote", dst)
     return df, chosen

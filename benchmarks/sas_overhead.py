@@ -1,7 +1,7 @@
 """SAS's overhead beside the generation it post-processes (SAS paper, arXiv:2605.18012, §4.8: scoring 18 s and
 selection 5 s against 2,100 s to generate the 2,000-image pool, on the authors' GPU).
 
-    .venv/bin/python benchmarks/sas_overhead.py [--per-class 200] [--ipc 50] [--cfg-scale 1.5] [--threads 2] [--figures]
+    .venv/bin/python benchmarks/sas_overhead.py [--per-class 200] [--ipc 50] [--cfg-scale 2] [--threads 2] [--figures]
 
 Times, in one run on this machine, for one pool of `--per-class` images per class of the embedded Minimax generator
 (the zoo DiT fine-tuned with Minimax, 50 DDPM steps; the cached fine-tune is loaded, not timed):
@@ -12,7 +12,7 @@ Times, in one run on this machine, for one pool of `--per-class` images per clas
 
 Prints each time beside the paper's and the ratios scoring / generation and selection / generation, the number
 the paper's claim rests on (SAS costs ~1 % of generating the pool). Writes runs/bench/sas_overhead/{overhead.csv,
-overhead.md, record.json}; `--figures` copies the table to figures/sas_embedded_overhead.* from a clean commit only.
+overhead.md, record.json}; `--figures` copies the table and record to figures/sas_embedded_overhead* from a clean commit only.
 """
 import argparse
 import tempfile
@@ -27,7 +27,7 @@ PAPER = dict(images=2000, generation_s=2100.0, scoring_s=18.0, selection_s=5.0)
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-class", type=int, default=200); ap.add_argument("--ipc", type=int, default=50)
-    ap.add_argument("--cfg-scale", type=float, default=1.5); ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--cfg-scale", type=float, default=2.0); ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2); ap.add_argument("--out", default=None)
     ap.add_argument("--figures", action="store_true"); ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args(argv)
@@ -81,7 +81,8 @@ def main(argv=None):
     if a.figures:
         if rec.git.get("dirty") or not rec.git.get("sha"):
             raise SystemExit(f"--figures: commit {rec.git.get('sha')} dirty={rec.git.get('dirty')}; figures need one clean commit")
-        for name in ("overhead.csv", "overhead.md"):
+        for name in ("overhead.csv", "overhead.md", "overhead_record.json"):        # the record: the gallery reads its commit
+            if name == "overhead_record.json": (out / name).write_bytes((out / "record.json").read_bytes())
             dst = project_root() / "figures" / f"sas_embedded_{name}"
             with atomic_write(dst, "wb") as f: f.write((out / name).read_bytes())
             print("wrote", dst)

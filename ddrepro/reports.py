@@ -24,12 +24,13 @@ from .sas import AXIS_NAMES, METHOD_NAMES, SELECTOR_NAMES, display_value, set_la
 from .core import ConfigError, DataError, RunRecord, atomic_write, load_yaml, project_root, RECORD_NAME
 
 # %% auto #0
-__all__ = ['ROW_KEYS', 'mean_std', 'fmt_mean_std', 'record_rows', 'find_records', 'collect', 'aggregate', 'delta_cells', 'pivot',
-           'load_paper_numbers', 'match_key', 'side_by_side', 'delta_label', 'results_frame', 'runs_note',
-           'paper_lookup', 'paper_beside', 'df_to_markdown', 'write_table', 'save_figure', 'TableSpec', 'table_path',
-           'load_table_spec', 'table_cells', 'check_cell_params', 'cell_extra_params', 'cell_run_params', 'cell_dir',
-           'cell_done', 'papermill_command', 'records_summary', 'drop_repeated', 'cited_cells', 'readable_pivot',
-           'draw_table', 'copy_cell_figures', 'plot_table', 'run_table', 'table_cli', 'table_specs', 'redraw_all']
+__all__ = ['ROW_KEYS', 'GALLERY_NAME', 'GALLERY_STUDIES', 'mean_std', 'fmt_mean_std', 'record_rows', 'find_records', 'collect',
+           'aggregate', 'delta_cells', 'pivot', 'load_paper_numbers', 'match_key', 'side_by_side', 'delta_label',
+           'results_frame', 'runs_note', 'paper_lookup', 'paper_beside', 'df_to_markdown', 'write_table', 'save_figure',
+           'TableSpec', 'table_path', 'load_table_spec', 'table_cells', 'check_cell_params', 'cell_extra_params',
+           'cell_run_params', 'cell_dir', 'cell_done', 'papermill_command', 'records_summary', 'drop_repeated',
+           'cited_cells', 'readable_pivot', 'draw_table', 'copy_cell_figures', 'seed_frame', 'plot_table',
+           'plot_deltas', 'run_table', 'table_cli', 'table_specs', 'redraw_all', 'gallery_entries', 'write_gallery']
 
 # %% ../nbs/20_reports.ipynb #1722d084
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -470,7 +471,8 @@ def draw_table(spec: TableSpec, root: str | os.PathLike | None = None, out: str 
     if paper is not None:
         sbs = side_by_side(df, paper, spec.paper_match, spec.metric, keys=keys)
         write_table(sbs, out.with_name(out.name + "_vs_paper"), title=f"{spec.title} — ours vs paper", notes=notes)
-    if spec.plot: plot_table(long, spec, out.with_suffix(".png"))
+    if spec.plot: plot_table(df, spec, out.with_suffix(".png"))
+    plot_deltas(df, spec, out.with_name(out.name + "_delta.png"))
     copy_cell_figures(spec, root, out.parent)
     return table
 
@@ -488,21 +490,71 @@ def copy_cell_figures(spec: TableSpec, root: str | os.PathLike | None = None, fi
             done.append(dst)
     return done
 
-def plot_table(long: pd.DataFrame, spec: TableSpec, path: Path) -> Path:
-    "A line plot of the metric against `plot.x`, one line per `plot.hue` (e.g. SAS Fig. 5)."
+def seed_frame(df: pd.DataFrame, keys: Sequence[str], metric: str = "acc_final") -> pd.DataFrame:
+    """Result rows → one row per training run: the `keys`, `seed` and `accuracy` in % (from the rows' per-seed
+    `finals`; a row without them contributes its mean once). What the plots draw their error bars from."""
+    out = []
+    for r in df.to_dict("records"):
+        finals, seeds = r.get("finals"), r.get("seeds")
+        if metric == "acc_final" and isinstance(finals, (list, tuple)) and finals:
+            seeds = seeds if isinstance(seeds, (list, tuple)) and len(seeds) == len(finals) else range(len(finals))
+            out += [{**{k: r.get(k) for k in keys}, "seed": int(s), "accuracy": 100 * float(f)} for s, f in zip(seeds, finals)]
+        else:
+            out.append({**{k: r.get(k) for k in keys}, "seed": None, "accuracy": 100 * float(r[f"{metric}_mean"])})
+    return pd.DataFrame(out)
+
+def _hue_labels(frame: pd.DataFrame, hues: Sequence[str], x: str) -> pd.Series:
+    "One legend label per row: the hue values in words (`sas.display_value`), with the training runs behind each point."
+    lab = frame[list(hues)].apply(lambda r: ", ".join(f"IPC {v}" if k == "ipc" else display_value(k, v) for k, v in r.items()), axis=1)
+    runs = frame.assign(_line=lab).groupby(["_line", x])["accuracy"].size().groupby(level=0).max()
+    return lab + " (" + lab.map(runs).astype(str) + " runs per point)"
+
+def plot_table(df: pd.DataFrame, spec: TableSpec, path: Path) -> Path:
+    """Accuracy against `plot.x`, one line per `plot.hue` (one column or several, e.g. [ipc, selector] puts SAS and its
+    random-from-pool baseline on the same axes), drawn with seaborn from the per-seed runs: mean with ± 1 sd error
+    bars, the runs per point in the legend (e.g. SAS Fig. 5)."""
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    import seaborn as sns
     x, hue = spec.plot["x"], spec.plot.get("hue")
     hues = [hue] if isinstance(hue, str) else list(hue or [])
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for h, g in (long.groupby(hues) if hues else [(None, long)]):
-        g = g.sort_values(x)
-        h = h if isinstance(h, tuple) else (h,)
-        label = ", ".join(display_value(k, v) if k != "ipc" else f"IPC {v}" for k, v in zip(hues, h)) if hues else None
-        ax.errorbar(g[x], g["mean"] * 100, yerr=g["std"].fillna(0) * 100, marker="o", capsize=3, label=label)
-    ax.set_xlabel(spec.plot.get("xlabel", x)); ax.set_ylabel("top-1 accuracy (%)")
+    frame = seed_frame(df, [x, *hues], spec.metric)
+    try: frame[x] = pd.to_numeric(frame[x])
+    except (TypeError, ValueError): pass
+    if hues: frame["line"] = _hue_labels(frame, hues, x)
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    sns.lineplot(frame, x=x, y="accuracy", hue="line" if hues else None, style="line" if hues else None, markers=True,
+                 dashes=False, errorbar="sd", err_style="bars", err_kws=dict(capsize=3), ax=ax)
+    ax.set_xlabel(spec.plot.get("xlabel", AXIS_NAMES.get(x, x))); ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(spec.plot.get("title", spec.title), fontsize=9)
-    if hue: ax.legend(fontsize=8)
+    if hues: ax.legend(fontsize=7, title=None)
+    return save_figure(fig, path)
+
+def plot_deltas(df: pd.DataFrame, spec: TableSpec, path: Path) -> Path | None:
+    """The paired differences a table's runs reported (`delta_mean` ± `delta_se`, points) as a seaborn point plot,
+    one point per cell, with the baseline at 0 on the same axis; None when the rows carry no paired difference."""
+    keys = list(spec.rows) + list(spec.cols)
+    if "delta_mean" not in df: return None
+    own = [f"{m}/{s}" if s else str(m) for m, s in zip(df["method"], df.get("selector", pd.Series("", index=df.index)).fillna(""))]
+    d = df[np.array([o != str(v) for o, v in zip(own, df["delta_vs"])]) & df["delta_mean"].notna().to_numpy()].copy()
+    if d.empty: return None
+    d = d.drop_duplicates(subset=keys + ["delta_mean"])
+    d["cell"] = d[keys].apply(lambda r: ", ".join(f"IPC {v}" if k == "ipc" else display_value(k, v) for k, v in r.items()), axis=1)
+    d["Δ"], d["se"] = 100 * d["delta_mean"], 100 * d["delta_se"].fillna(0)
+    import matplotlib; matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(d) + 1.4))
+    sns.pointplot(d, x="Δ", y="cell", linestyle="none", errorbar=None, ax=ax, color="C0")
+    ax.errorbar(d["Δ"], range(len(d)), xerr=d["se"], fmt="none", ecolor="C0", capsize=3)
+    base = ", ".join(delta_label(v) for v in sorted(set(d["delta_vs"])))
+    ax.axvline(0, color="grey", ls="--", lw=1, label=f"baseline: {base}")
+    n = sorted({int(v) for v in d.get("n_runs", pd.Series(dtype=float)).dropna()})
+    ax.set_xlabel(f"paired difference to the baseline (points, ± SE over {'/'.join(map(str, n)) or '?'} training runs)")
+    ax.set_ylabel(""); ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"{spec.title}: each cell minus its baseline", fontsize=8)
     return save_figure(fig, path)
 
 # %% ../nbs/20_reports.ipynb #5a7d553f
@@ -563,3 +615,90 @@ def redraw_all(runs: str | os.PathLike | None = None, out: str | os.PathLike | N
         if done: draw_table(spec, runs, out)
         status.append(dict(table=spec.name, cells=len(cells), complete=done, drawn=bool(done)))
     return pd.DataFrame(status)
+
+# %% ../nbs/20_reports.ipynb #5e373a68
+GALLERY_NAME = "README.md"
+GALLERY_STUDIES = {      # figures/ prefix → what it is, how it is regenerated, where its records' commits are read
+    "eval_sensitivity": dict(
+        title="Evaluation-sensitivity study: which embedded evaluator separates distilled sets (chooses the embedded preset)",
+        reproduces="none (this project's choice of the embedded evaluation preset; no paper figure)", scale="embedded",
+        command="python benchmarks/eval_sensitivity.py --figures", provenance="eval_sensitivity_long.csv"),
+    "sas_embedded_pool_sweep": dict(
+        title="Embedded SAS pool: guidance-scale sweep (chooses the embedded pool's CFG)",
+        reproduces="none (this project's choice of the embedded SAS pool; see SAS Table 4 / Fig. 5 for the paper's pool studies)",
+        scale="embedded", command="python benchmarks/pool_cfg_sweep.py --figures", provenance="sas_embedded_pool_sweep_record.json"),
+    "sas_embedded_overhead": dict(
+        title="SAS §4.8 overhead: scoring and selection seconds beside generating the same pool",
+        reproduces="SAS §4.8 (arXiv:2605.18012)", scale="embedded",
+        command="python benchmarks/sas_overhead.py --figures", provenance="sas_embedded_overhead_record.json"),
+    "zoo": dict(
+        title="The embedded model zoo: samples of the retrained zoo models and the retraining record",
+        reproduces="none (the embedded zoo every embedded result uses)", scale="embedded",
+        command="make zoo", provenance="zoo_retrain_record.json"),
+}
+_PAPER_ITEM = re.compile(r"^(\w+) ((?:Tables?|Figs?\.) [\d, and]*\d)")
+
+def _provenance(path: Path) -> list[tuple[str, bool]]:
+    "(git sha, dirty) pairs of the records behind a provenance file (records CSV, long table, or a record JSON)."
+    if not path.exists(): raise DataError(f"{path}: the gallery reads this file's records, but it is missing")
+    if path.suffix == ".json":
+        g = RunRecord.load(path).git if "out_dir" in path.read_text()[:200] else {}
+        return [(str(g.get("sha") or "?"), bool(g.get("dirty")))]
+    df = pd.read_csv(path, dtype=str)                  # a SHA like 0416427647 is text, not a number
+    if not {"git_sha", "git_dirty"} <= set(df): raise DataError(f"{path}: no git_sha / git_dirty columns")
+    return [(str(s), str(d).lower() == "true") for s, d in df[["git_sha", "git_dirty"]].drop_duplicates().itertuples(index=False)]
+
+def _commits_text(prov: list[tuple[str, bool]]) -> str:
+    shas = sorted({s[:10] for s, _ in prov})
+    dirty = any(d for _, d in prov)
+    state = "dirty working tree(s)" if dirty else "clean"
+    return f"{len(shas)} commit{'s' if len(shas) > 1 else ''} ({', '.join(shas)}), {state}"
+
+def gallery_entries(figures: str | os.PathLike | None = None) -> list[dict]:
+    """One entry per drawn table or study in `figures/`: title, reproduces, scale, command, files, images, records.
+    Every file in the folder (but the gallery itself) must belong to exactly one entry: an unknown file raises."""
+    figures = Path(figures or project_root() / "figures")
+    files = sorted(f.name for f in figures.iterdir() if f.is_file() and f.name != GALLERY_NAME and not f.name.startswith("."))
+    specs = {s.name.replace("/", "_"): s for s in table_specs()}
+    groups: dict[str, list[str]] = {}
+    for f in files:
+        stem = f.split(".")[0]
+        cands = [p for p in list(specs) + list(GALLERY_STUDIES) if stem == p or stem.startswith(p + "_")]
+        if not cands:
+            raise DataError(f"{figures / f}: no gallery entry — not a drawn table of any params file nor a study in "
+                            f"reports.GALLERY_STUDIES; add it there or remove the file")
+        groups.setdefault(max(cands, key=len), []).append(f)
+    out = []
+    for prefix, fs in groups.items():
+        if prefix in specs:
+            s = specs[prefix]
+            m = _PAPER_ITEM.match(s.title or "")
+            e = dict(title=s.title or s.name, reproduces=(f"{m.group(1)} paper {m.group(2)}" if m else s.name),
+                     scale="embedded" if "/embedded/" in s.name else "paper", command=f"ddrepro-table {s.name}",
+                     provenance=f"{prefix}_records.csv")
+        else:
+            e = dict(GALLERY_STUDIES[prefix])
+        e.update(prefix=prefix, files=fs, images=[f for f in fs if f.endswith(".png")],
+                 records=_commits_text(_provenance(figures / e["provenance"])))
+        out.append(e)
+    return out
+
+def write_gallery(figures: str | os.PathLike | None = None) -> Path:
+    "Write `figures/README.md` from `gallery_entries` (atomically): the index of every table and figure in the folder."
+    figures = Path(figures or project_root() / "figures")
+    lines = ["# Figure gallery", "",
+             "Every table and figure in this folder, what it reproduces, how to regenerate it and which commits its",
+             "records come from. Written by `make figures` (`ddrepro.reports.write_gallery`); do not edit by hand.", "",
+             "| entry | reproduces | scale | regenerate | records |", "|---|---|---|---|---|"]
+    entries = gallery_entries(figures)
+    for e in entries:
+        lines.append(f"| [{e['title']}](#{e['prefix']}) | {e['reproduces']} | {e['scale']} | `{e['command']}` | {e['records']} |")
+    for e in entries:
+        lines += ["", f"<a id=\"{e['prefix']}\"></a>", "", f"## {e['title']}", "",
+                  f"- reproduces: {e['reproduces']}", f"- scale: {e['scale']}", f"- regenerate: `{e['command']}`",
+                  f"- records: {e['records']} (read from `{e['provenance']}`)",
+                  "- files: " + ", ".join(f"[{f}]({f})" for f in e["files"])]
+        lines += [line for img in e["images"] for line in ("", f"![{e['title']}: {img}]({img})")]
+    path = figures / GALLERY_NAME
+    with atomic_write(path) as f: f.write("\n".join(lines) + "\n")
+    return path

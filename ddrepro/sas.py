@@ -536,22 +536,37 @@ def plot_selection_grid(pool_set, selection: Selection, class_map, classes: Sequ
     fig.suptitle(f"{selection.selector}: selected (green) vs rejected (grey) images, titled by margin s_margin (rad)", fontsize=9)
     return fig
 
-def plot_score_distributions(selection: Selection, class_map=None):
-    "Histograms of s_margin and final in-set diversity for selected / rejected candidates / filtered-out images."
+def plot_score_distributions(selection: Selection, class_map=None, seed: int = 0):
+    """Distributions (seaborn, density per group) of the margin s_margin and the static diversity s_div for the
+    selected images, the rejected candidates and the images stage 1 filtered out, with a random selection of the same
+    size from the same pool (selection seed `seed`) drawn as an outline on the same axes."""
     import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
     t = selection.table
+    y = np.asarray(t["label"])
     groups = {"selected": t["is_selected"], "rejected candidate": t["is_candidate"] & ~t["is_selected"],
               "filtered out (stage 1)": ~t["is_candidate"]}
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    rnd = np.zeros(len(y), bool); rnd[random_per_class(y, selection.ipc, seed).ravel()] = True
+    frame = pd.concat([pd.DataFrame({"s_margin": t["s_margin"][m], "s_div_static": t["s_div_static"][m],
+                                     "group": f"{name} ({int(m.sum())})"}) for name, m in groups.items() if m.any()])
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
     for ax, col, label in ((axes[0], "s_margin", "margin s_margin = s_rel + s_sep (rad)"),
                            (axes[1], "s_div_static", "static diversity s_div over the pool (rad)")):
-        for name, m in groups.items():
-            if m.any(): ax.hist(t[col][m], bins=30, alpha=0.55, label=f"{name} ({int(m.sum())})", density=True)
+        sns.histplot(frame, x=col, hue="group", stat="density", common_norm=False, bins=30, alpha=0.45, ax=ax,
+                     legend=ax is axes[0])
+        sns.histplot(x=np.asarray(t[col])[rnd], stat="density", bins=30, element="step", fill=False, color="black",
+                     ax=ax, label=f"random from pool, seed {seed} ({int(rnd.sum())})")
         ax.set_xlabel(label); ax.set_ylabel("density")
-    axes[0].legend(fontsize=7)
+    handles = axes[0].get_legend().legend_handles if axes[0].get_legend() else []
+    labels = [txt.get_text() for txt in axes[0].get_legend().get_texts()] if axes[0].get_legend() else []
+    h, l = axes[1].get_legend_handles_labels()
+    axes[0].legend(handles + h, labels + l, fontsize=7)
     means = {k: float(np.mean(t["s_margin"][m])) for k, m in groups.items() if m.any()}
     fig.suptitle(f"{selection.selector}: margin and static diversity by fate in the selection; mean margin "
-                 + ", ".join(f"{k} {v:.3f}" for k, v in means.items()) + " rad", fontsize=8)
+                 + ", ".join(f"{k} {v:.3f}" for k, v in means.items()) + f", random {float(np.mean(t['s_margin'][rnd])):.3f} rad",
+                 fontsize=8)
     return fig
 
 def plot_tsne(image_emb, labels, selection: Selection | np.ndarray, class_map, seed: int = 0, perplexity: float = 30.0):

@@ -1,4 +1,5 @@
 "Tests of ddrepro.reports: mean ± std, tables drawn from run records only, the table runner."
+from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
@@ -139,3 +140,22 @@ def test_cited_needs_a_paper_csv(tmp_path):
     p.write_text("table:\n  notebook: n\n  grid: {ipc: [1]}\n  rows: [ipc]\n  cols: [method]\n  cited: [{method: idc}]\n")
     with pytest.raises(ConfigError, match="table.cited needs table.paper"):
         load_table_spec(str(p))
+
+
+def test_the_gallery_lists_every_figure_and_every_entry_has_its_files():
+    "figures/README.md is the index of figures/: a file with no entry, or an entry or link with no file, fails."
+    import re
+    from ddrepro.reports import gallery_entries, GALLERY_NAME
+    figures = Path(__file__).resolve().parents[1] / "figures"
+    entries = gallery_entries(figures)                       # raises on a file that belongs to no entry
+    listed = [f for e in entries for f in e["files"]]
+    on_disk = sorted(f.name for f in figures.iterdir() if f.is_file() and f.name != GALLERY_NAME)
+    assert sorted(listed) == on_disk and len(listed) == len(set(listed))
+    text = (figures / GALLERY_NAME).read_text()
+    assert text.startswith("# Figure gallery")
+    for f in on_disk:
+        assert f"]({f})" in text, f"figures/{GALLERY_NAME} does not list {f}: run `make figures`"
+    for link in re.findall(r"\]\(([^)#\s]+)\)", text):
+        assert (figures / link).is_file(), f"figures/{GALLERY_NAME} links {link}, which is not in figures/"
+    for e in entries:
+        assert e["command"] and e["scale"] in ("embedded", "paper") and "commit" in e["records"]
