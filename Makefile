@@ -12,7 +12,7 @@ T ?= sas/embedded/table6
 # (a line per ~10 % of a loop or 30 s: pool batches, Minimax steps, student epochs) instead of a still cell counter
 LOG_PAPERMILL := DDREPRO_PROGRESS=log $(BIN)/papermill --log-output --no-progress-bar
 
-.PHONY: help install data demo lab test check-clean nbtest pytest bench zoo table figures clean-runs
+.PHONY: help install data demo lab docs docs-deps test check-clean nbtest pytest bench zoo table figures clean-runs
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -39,6 +39,15 @@ lab: install  ## JupyterLab on 127.0.0.1:$(LAB_PORT) at the repository root, ker
 	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser --ServerApp.root_dir="$(CURDIR)" \
 		--MappingKernelManager.default_kernel_name=ddrepro
 
+docs-deps:  ## Debian packages for the docs site and browser tests (libjs-mathjax, chromium, chromium-driver)
+	@missing=$$(for p in libjs-mathjax chromium chromium-driver; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done | xargs); \
+	if [ -z "$$missing" ]; then echo "docs deps: present"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
+	else echo "missing Debian packages: run 'sudo apt-get install -y $$missing'"; fi
+
+docs: install docs-deps  ## documentation site -> _docs/ (sphinx -W, stored notebook outputs, local MathJax)
+	$(BIN)/python docs/build.py --out _docs
+
 check-clean:  ## notebooks clean and the export in sync (both must be no-ops)
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_export
@@ -50,7 +59,7 @@ nbtest:  ## run every API notebook (flags gpu/slow/hub skipped); run notebooks a
 pytest:  ## the test suite, `slow` tests included (CI runs them; a bare `pytest` skips them)
 	$(BIN)/pytest -q -ra --runslow --durations=15 tests
 
-test: install check-clean nbtest pytest  ## install, then everything CI checks
+test: install docs-deps check-clean nbtest pytest  ## install, then everything CI checks
 
 bench: install  ## speed benchmarks (ratios printed side by side)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done

@@ -616,7 +616,7 @@ def redraw_all(runs: str | os.PathLike | None = None, out: str | os.PathLike | N
         status.append(dict(table=spec.name, cells=len(cells), complete=done, drawn=bool(done)))
     return pd.DataFrame(status)
 
-# %% ../nbs/20_reports.ipynb #5e373a68
+# %% ../nbs/20_reports.ipynb #162825f8
 GALLERY_NAME = "README.md"
 GALLERY_STUDIES = {      # figures/ prefix → what it is, how it is regenerated, where its records' commits are read
     "eval_sensitivity": dict(
