@@ -54,6 +54,8 @@ class Method:
 # One line per method; its equations page appears as soon as its first module is importable.
 METHODS = (
     Method("SAS", "SAS: Semantic-aware Sampling for Generative Dataset Distillation", ("ddrepro.sas",), "2605.18012"),
+    Method("DsCo", "Beyond Dataset Distillation: Lossless Dataset Concentration via Diffusion-Assisted Distribution Alignment",
+           ("ddrepro.dsco",), "2603.27987"),
     # 02_diffusion numbers the DDPM / DDIM equations as CONCORD's §3.1 restates them
     Method("CONCORD", "CONCORD: Concept-Informed Diffusion for Dataset Distillation",
            ("ddrepro.concord", "ddrepro.diffusion")),
