@@ -37,7 +37,7 @@ demo: install  ## the embedded default end to end: SAS on Fashion-MNIST (IPC=$(I
 LAB_PORT ?= 8888
 lab: install  ## JupyterLab on 127.0.0.1:$(LAB_PORT) at the repository root, kernel "Python (ddrepro)"
 	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser --ServerApp.root_dir="$(CURDIR)" \
-		--MappingKernelManager.default_kernel_name=ddrepro
+		--MappingKernelManager.default_kernel_name=ddrepro $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 docs-deps:  ## Debian packages for the docs site and browser tests (libjs-mathjax, chromium, chromium-driver)
 	@missing=$$(for p in libjs-mathjax chromium chromium-driver; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done | xargs); \

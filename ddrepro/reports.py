@@ -454,7 +454,8 @@ def draw_table(spec: TableSpec, root: str | os.PathLike | None = None, out: str 
     settings = sorted(set(df["settings"].dropna().astype(str))) if "settings" in df else []
     several = int(df.groupby(keys, dropna=False).size().max()) > 1
     notes = [f"Accuracy (%): {spec.metric.replace('_', '-')} epoch; evaluation preset: {', '.join(preset)}.",
-             runs_note(df) + (" A cell drawn from several records shows mean ± std over the records' means." if several else ""),
+             runs_note(df) + (" A cell drawn from several results (the draws of random from the pool, or several records) "
+                              "shows mean ± std over their means." if several else ""),
              *(f"Evaluator {x}." for x in settings),
              *([f"(Δ …): the cell's paired difference to {', '.join(delta_label(v) for v in sorted(set(df['delta_vs'].dropna())))} "
                 "in points ± SE, reported by its run over shared training seeds (SE over the baseline's draws when it has several)."]

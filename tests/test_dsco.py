@@ -1,8 +1,10 @@
 """Unit tests of ddrepro.dsco beyond the notebook's hand examples: invariances and brute-force references for the
 NOpt losses (Eqs. 19-28), the projector's group structure, gradients reaching the noise through the projector, the
-Dope Trigger (Eq. 30) and the confusion score (Eq. 31)."""
+Dope Trigger (Eq. 30) and the confusion score (Eq. 31); NOpt in the sampler (Eq. 29, the noise hook, the diffused and
+template targets, nopt_sample) on tiny random models, and one short smoke with the embedded zoo DiT."""
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -254,3 +256,216 @@ def test_confusion_score_rejects_logits_and_bad_shapes():
         confusion_score(torch.randn(3, 4, generator=gen(24)), torch.full((3, 4), 0.25))
     with pytest.raises(DataError, match=r"C ≥ 2, got shape \(3, 1\)"):
         confusion_score(torch.ones(3, 1), torch.ones(3, 1))
+
+
+# ----------------------------------------------------------------------------------------------- NOpt in the sampler (Eq. 29)
+
+from ddrepro import zoo                                                                  # noqa: E402
+from ddrepro.diffusion import Items, StepContext, generators_for, make_scheduler, sample_dit   # noqa: E402
+from ddrepro.dsco import (DAAlign, DiffusedTarget, NOptConfig, NOptNoise, TemplateTarget, latin_normal,   # noqa: E402
+                          load_template_stats, make_template_stats, model_fingerprint, nopt_loss, nopt_sample,
+                          record_template_stats, template_stats_path)
+
+
+def step_ctx(seeds, label=3, step=0, num_steps=10, ab=0.3, abp=0.35):
+    return StepContext(step=step, num_steps=num_steps, t=500, alpha_bar=ab, alpha_bar_prev=abp, cond={},
+                       generators=generators_for(seeds), items=Items([label] * len(seeds), seeds))
+
+
+@pytest.fixture(scope="module")
+def tiny_dit():
+    return zoo.tiny("dit")
+
+
+@pytest.fixture(scope="module")
+def own_latents(tiny_dit):
+    "12 vanilla samples of class 1 of the tiny DiT: a 'real' class the DiT fits, as in the paper."
+    return sample_dit(tiny_dit, None, [1] * 12, list(range(100, 112)), num_steps=6, cfg_scale=2.0,
+                      scheduler=make_scheduler("ddpm"))
+
+
+def test_hook_lowers_the_alignment_loss_of_a_step_against_the_plain_noise():
+    P = GroupedProjector("embedded", seed=0)
+    z0 = torch.randn(40, 4, 8, 8, generator=gen(2))
+    x = torch.randn(8, 4, 8, 8, generator=gen(3))
+    mean, sigma = 0.9 * x, torch.full((8, 1, 1, 1), 0.6)
+    seeds = list(range(20, 28))
+    target = DiffusedTarget(P, z0, n_s=8, seed=0)
+    hook = NOptNoise(target, iters=100)
+    eps = hook(0, x, mean, sigma, step_ctx(seeds))
+    plain = step_ctx(seeds).randn((4, 8, 8))
+    # the same step target, rebuilt from a fresh generator with the same seed, scores both noises
+    align = DiffusedTarget(P, z0, n_s=8, seed=0).at_step(step_ctx(seeds))
+    before, after = align(mean + sigma * plain).item(), align(mean + sigma * eps).item()
+    h = hook.history[0]
+    assert h["align_start"] == pytest.approx(before, rel=1e-5) and h["align_end"] == pytest.approx(after, rel=1e-5)
+    assert after < 0.7 * before, (before, after)
+    print(f"L_align before {before:.4f} after {after:.4f}, {h['seconds']:.2f} s for 100 iterations")
+
+
+def test_sort_false_and_matched_pairing_are_real_options():
+    P = GroupedProjector("embedded", seed=0)
+    z0 = torch.randn(20, 4, 8, 8, generator=gen(4))
+    ctx = step_ctx(list(range(4)))
+    a = DiffusedTarget(P, z0, 4, seed=1).at_step(ctx)
+    b = DiffusedTarget(P, z0, 4, seed=1, sort=False).at_step(ctx)
+    z = torch.randn(4, 4, 8, 8, generator=gen(5))
+    assert b(z).item() >= a(z).item()
+    f_hat = (projector_features(P, z) - a.target.mean) / a.target.std
+    assert b(z).item() == pytest.approx(5e-4 * 4 * absn2(f_hat - a.target.pivots).sum().item(), rel=1e-5)
+    m = DiffusedTarget(P, z0, 4, seed=1, pairing="matched")
+    assert torch.equal(m.diffused(0.35), DiffusedTarget(P, z0, 4, seed=1).diffused(0.35))
+
+
+def test_reality_term_keeps_noise_norms_near_sqrt_chw():
+    "With a strong alignment weight the norms drift without L_real; with it they stay near √(CHW) = 16."
+    P = GroupedProjector("embedded", seed=0)
+    z0 = torch.randn(40, 4, 8, 8, generator=gen(6)) * 3 + 1          # a target far from the candidates
+    x = torch.randn(8, 4, 8, 8, generator=gen(7))
+    mean, sigma = 0.5 * x, torch.full((8, 1, 1, 1), 0.8)
+    out = {}
+    for w in (1.0, 0.0):
+        hook = NOptNoise(DiffusedTarget(P, z0, 8, seed=0, lam=5e-3), iters=100, real_weight=w)
+        eps = hook(0, x, mean, sigma, step_ctx(list(range(8))))
+        out[w] = (eps.flatten(1).norm(dim=1) - 16).abs().max().item()
+    print("max |‖ε‖ − 16| with L_real:", round(out[1.0], 3), " without:", round(out[0.0], 3))
+    assert out[1.0] < 1.0 and out[0.0] > 2 * out[1.0]
+
+
+def test_nopt_sample_lowers_the_loss_at_every_step_and_keeps_norms(tiny_dit, own_latents):
+    r = nopt_sample(tiny_dit, None, 1, 4, real_latents=own_latents, num_steps=6, iters=20, cfg_scale=2.0)
+    assert [h["step"] for h in r.history] == [0, 1, 2, 3, 4]
+    assert all(h["loss_end"] < h["loss_start"] and h["align_end"] <= h["align_start"] + 1e-4 for h in r.history)
+    assert all(abs(h["norm_min"] - 16) < 1 and abs(h["norm_max"] - 16) < 1 for h in r.history)
+    assert r.settings["initial"] == "lhs" and r.settings["pairing"] == "code" and r.settings["class_seed"] == 1
+
+
+@pytest.mark.parametrize("mode", ["da", "df"])
+def test_iters_0_is_plain_sampling_bit_for_bit(tiny_dit, mode):
+    vae = zoo.tiny("vae")
+    r = nopt_sample(tiny_dit, vae, 2, 3, seed=5, num_steps=5, cfg_scale=3.0, iters=0, init="randn", mode=mode)
+    plain = sample_dit(tiny_dit, vae, [2] * 3, r.seeds, num_steps=5, cfg_scale=3.0, scheduler=make_scheduler("ddpm"))
+    assert torch.equal(r.images, plain) and r.history == []
+    lhs = nopt_sample(tiny_dit, None, 2, 3, seed=5, num_steps=5, cfg_scale=3.0, iters=0, init="lhs", mode=mode)
+    x_T = latin_normal(3, (4, 8, 8), torch.Generator().manual_seed(derive_seed_for(5 + 2)))
+    ref = sample_dit(tiny_dit, None, [2] * 3, lhs.seeds, num_steps=5, cfg_scale=3.0, scheduler=make_scheduler("ddpm"),
+                     latents=x_T)
+    assert torch.equal(lhs.latents, ref)
+
+
+def derive_seed_for(class_seed):
+    from ddrepro.core import derive_seed
+    return derive_seed(class_seed, "dsco-lhs")
+
+
+def test_template_stats_match_a_direct_computation_and_do_not_depend_on_batching(tiny_dit):
+    st = record_template_stats(tiny_dit, 4, n_temp=5, num_steps=4, cfg_scale=2.0, batch_size=2)
+    st1 = record_template_stats(tiny_dit, 4, n_temp=5, num_steps=4, cfg_scale=2.0, batch_size=5)
+    torch.testing.assert_close(st.mean, st1.mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(st.std, st1.std, rtol=1e-5, atol=1e-6)
+    # direct: capture the latent each step produces under plain sampling, project, Eqs. 22-23
+    from ddrepro.core import derive_seed
+    P = GroupedProjector("embedded", seed=0)
+    seen = {}
+    def capture(i, x, mean, sigma, ctx):
+        z = ctx.randn(x.shape[1:], x.device)
+        seen[i] = mean + sigma * z
+        return z
+    seeds = [derive_seed(0, "dsco-template", 4, k) for k in range(5)]
+    sample_dit(tiny_dit, None, [4] * 5, seeds, num_steps=4, cfg_scale=2.0, scheduler=make_scheduler("ddpm"), noise=capture)
+    for i in range(3):
+        f = P(seen[i])
+        torch.testing.assert_close(st.mean[i], channel_mean(f), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(st.std[i], channel_std(f), rtol=1e-4, atol=1e-5)
+
+
+def test_template_stats_are_cached_once_and_reused(tiny_dit, tmp_path):
+    calls = []
+    h = tiny_dit.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        a = make_template_stats(tiny_dit, 3, tmp_path, n_temp=4, num_steps=4, batch_size=4)
+        n = len(calls)
+        b = make_template_stats(tiny_dit, 3, tmp_path, n_temp=4, num_steps=4)
+        assert n > 0 and len(calls) == n                     # second call: read from disk, no DiT forward
+        c = load_template_stats(tmp_path, tiny_dit, 3, n_temp=4, num_steps=4)
+    finally:
+        h.remove()
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.std, c.std)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == [Path(a.meta["path"]).name] and files[0].startswith("template_c3_s4_seed0_") and files[0].endswith(".pt")
+    # every key component changes the file
+    meta = {k: v for k, v in a.meta.items() if k != "path"}
+    for k, v in [("seed", 1), ("num_steps", 5), ("label", 4), ("model", "x"), ("n_temp", 8)]:
+        assert template_stats_path(tmp_path, {**meta, k: v}) != Path(a.meta["path"])
+    with pytest.raises(DataError, match="no template statistics for class 3"):
+        load_template_stats(tmp_path, zoo.tiny("dit", seed=1), 3, n_temp=4, num_steps=4)
+    assert model_fingerprint(tiny_dit) == a.meta["model"] != model_fingerprint(zoo.tiny("dit", seed=1))
+
+
+def test_df_nopt_uses_the_templates_projector_and_lowers_the_loss(tiny_dit, tmp_path):
+    make_template_stats(tiny_dit, 1, tmp_path, n_temp=6, num_steps=5, cfg_scale=2.0, projector_seed=3)
+    r = nopt_sample(tiny_dit, None, 1, 4, mode="df", template_dir=tmp_path, n_temp=6, num_steps=5, cfg_scale=2.0,
+                    iters=15, template_projector_seed=3)
+    assert len(r.history) == 4 and all(h["loss_end"] < h["loss_start"] for h in r.history)
+    assert r.settings["initial"] == "randn"
+    with pytest.raises(DataError, match="no template statistics"):           # projector seed is part of the key
+        nopt_sample(tiny_dit, None, 1, 4, mode="df", template_dir=tmp_path, n_temp=6, num_steps=5, cfg_scale=2.0, iters=1)
+    st = load_template_stats(tmp_path, tiny_dit, 1, n_temp=6, num_steps=5, cfg_scale=2.0, projector_seed=3)
+    with pytest.raises(DataError, match="recorded with num_steps=5, but the sampler runs 6 steps"):
+        nopt_sample(tiny_dit, None, 1, 4, mode="df", template=st, num_steps=6, cfg_scale=2.0, iters=1)
+
+
+def test_nopt_errors_name_the_value_and_what_was_expected(tiny_dit, own_latents):
+    kw = dict(num_steps=4, iters=2, cfg_scale=2.0)
+    with pytest.raises(ConfigError, match=r"IPC \(N_S\) = 5 does not divide the diffused pool n_diff = 64"):
+        nopt_sample(tiny_dit, None, 1, 5, real_latents=own_latents, n_diff=64, **kw)
+    with pytest.raises(DataError, match="class 1 has 12 real latents; expected at least 13"):
+        nopt_sample(tiny_dit, None, 1, 13, real_latents=own_latents, **kw)
+    nopt_sample(tiny_dit, None, 1, 13, real_latents=own_latents, min_real=12, num_steps=3, iters=1, cfg_scale=2.0)
+    with pytest.raises(DataError, match=r"real_latents have shape \(12, 4, 4, 4\); expected \(N_real, 4, 8, 8\)"):
+        nopt_sample(tiny_dit, None, 1, 4, real_latents=own_latents[:, :, :4, :4], **kw)
+    with pytest.raises(ConfigError, match="mode='df' needs template statistics"):
+        nopt_sample(tiny_dit, None, 1, 4, mode="df", **kw)
+    with pytest.raises(ConfigError, match="the data-free mode needs at least 2 images"):
+        nopt_sample(tiny_dit, None, 1, 1, mode="df", **kw)
+    with pytest.raises(ConfigError, match="3 seeds for ipc=4"):
+        nopt_sample(tiny_dit, None, 1, 4, seeds=[1, 2, 3], **kw)
+    with pytest.raises(ConfigError, match="pairing='same'"):
+        NOptConfig(pairing="same")
+    with pytest.raises(ConfigError, match="init='gauss'"):
+        NOptConfig(init="gauss")
+    with pytest.raises(ConfigError, match="projector_seed='all'"):
+        NOptConfig(projector_seed="all")
+
+
+def test_nopt_loss_gradient_is_sigma_times_the_latent_gradient_per_element():
+    P = GroupedProjector("embedded", seed=1)
+    mean = torch.randn(3, 4, 8, 8, generator=gen(8))
+    sigma = torch.rand(3, 4, 8, 8, generator=gen(9)) + 0.1               # learned-range σ: per element
+    tgt = align_target(projector_features(P, torch.randn(30, 4, 8, 8, generator=gen(10))), 3)
+    align = DAAlign(P, tgt)
+    eps = torch.randn(3, 4, 8, 8, generator=gen(11), requires_grad=True)
+    nopt_loss(eps, mean, sigma, align, real_weight=0.0)[0].backward()
+    z = (mean + sigma * eps.detach()).requires_grad_()
+    align(z).backward()
+    torch.testing.assert_close(eps.grad, sigma * z.grad)
+
+
+def test_embedded_smoke_zoo_dit_on_fashion_mnist():
+    "One short NOpt run with the embedded zoo DiT and VAE on real Fashion-MNIST latents of one class (~10 s on 2 cores)."
+    import time
+    from ddrepro.data import load_fashion_mnist
+    from ddrepro.diffusion import encode_latents
+    ds = load_fashion_mnist("train")
+    dit, vae = zoo.load("dit"), zoo.load("vae")
+    imgs = ds.images[ds.labels == 0][:40]
+    z0 = encode_latents(vae, imgs, generators_for(range(40)))
+    t0 = time.perf_counter()
+    r = nopt_sample(dit, vae, 0, 4, real_latents=z0, num_steps=10, iters=10)
+    base = nopt_sample(dit, vae, 0, 4, num_steps=10, iters=0)
+    dt = time.perf_counter() - t0
+    print(f"zoo DiT, IPC 4, 10 steps × 10 iterations: {dt:.1f} s; per step L_align",
+          [f"{h['align_start']:.2f}→{h['align_end']:.2f}" for h in r.history])
+    assert r.images.shape == (4, 3, 32, 32) and len(r.history) == 9
+    assert all(h["loss_end"] < h["loss_start"] for h in r.history)
+    assert not torch.equal(r.images, base.images)
