@@ -20,17 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import ConfigError, DataError, atomic_write, derive_seed
+from .core import ConfigError, DataError, atomic_write, derive_seed, progress
 from .diffusion import decode_latents, eval_mode, make_scheduler, sample_dit
 
 # %% auto #0
-__all__ = ['PROJECTORS', 'PROB_TOL', 'PAIRINGS', 'MODES', 'INITS', 'absn2', 'reality_loss', 'ProjectorConfig', 'GroupedProjector',
+__all__ = ['PROJECTORS', 'PROB_TOL', 'PAIRINGS', 'MODES', 'INITS', 'DOPED_META', 'SYNTH_MODES', 'DSCO_BASELINES', 'DELTA_VS',
+           'SET_NAMES', 'RUN_NOPT_FIELDS', 'absn2', 'reality_loss', 'ProjectorConfig', 'GroupedProjector',
            'projector_features', 'diffused_count', 'AlignTarget', 'align_target', 'align_loss_to', 'align_loss',
            'channel_mean', 'channel_std', 'cross_normalize', 'occupation_loss', 'stats_loss', 'df_align_loss',
            'DopeTrigger', 'dope_trigger', 'confusion_score', 'nopt_loss', 'DAAlign', 'DFAlign', 'latin_normal',
            'DiffusedTarget', 'NOptNoise', 'TemplateStats', 'model_fingerprint', 'template_stats_path',
            'record_template_stats', 'load_template_stats', 'make_template_stats', 'TemplateTarget', 'NOptConfig',
-           'NOptResult', 'nopt_sample']
+           'NOptResult', 'nopt_sample', 'DopingScores', 'score_real', 'doping_order', 'doping_count', 'dope_indices',
+           'images_fingerprint', 'doping_student', 'dope', 'write_doped_set', 'class_latents', 'synthesize_set',
+           'DsCoConfig']
 
 # %% ../nbs/11_dsco.ipynb #fb790965
 def absn2(x: torch.Tensor) -> torch.Tensor:
@@ -735,3 +738,332 @@ def nopt_sample(dit, vae, label: int, ipc: int, *, seed: int = 0, seeds: Sequenc
                     projector=dataclasses.asdict(_auto_projector(cfg.projector, shape)),
                     seconds=time.perf_counter() - t0, template=None if template is None else template.meta.get("path"))
     return NOptResult(images, z, label, seeds, hook.history, settings)
+
+# %% ../nbs/11_dsco.ipynb #da465b27
+import shutil
+from .data import DATASETS, ClassMap, ImageSet, save_image_set, to_uint8
+from .students import STUDENTS, predict_logits
+from .diffusion import encode_latents, generators_for
+from .evaluate import eval_config, train_student
+
+def _check_head(name: str, logits: torch.Tensor, num_classes: int) -> None:
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
+        raise ConfigError(f"{name} has {logits.shape[-1]} outputs but the class map has {num_classes} classes; expected one "
+                          "logit per class in the class map's order (load_teacher restricts an ImageNet head to a subset)")
+
+@dataclass
+class DopingScores:
+    """§4.2.2, Eq. 31 for every real training image, in the real set's order: `conf` (N,) float64 in [−1, 1],
+    `teacher_class` c_T (N,), `student_class` argmax p_S (N,), `label` (N,) the folder label; `meta`: what made them."""
+    conf: np.ndarray
+    teacher_class: np.ndarray
+    student_class: np.ndarray
+    label: np.ndarray
+    meta: dict = dataclasses.field(default_factory=dict)
+    from_cache: bool = False
+
+    def table(self) -> dict:
+        "The per-image score table: index, label, conf, rank (0 = picked first), teacher_class, student_class."
+        rank = np.empty(len(self.conf), np.int64); rank[doping_order(self.conf)] = np.arange(len(self.conf))
+        return dict(index=np.arange(len(self.conf)), label=self.label, conf=self.conf, rank=rank,
+                    teacher_class=self.teacher_class, student_class=self.student_class)
+
+def score_real(student: nn.Module, teacher: nn.Module, images: torch.Tensor, labels, num_classes: int,
+               batch_size: int = 512, device="auto") -> DopingScores:
+    """§4.2.2: Eq. 31 confusion of every real image. `images` (N, 3, H, W) uint8 or float [0, 1]; `student` φ_S and
+    `teacher` φ_T map them to (N, `num_classes`) logits in the class map's order (else ConfigError) → `DopingScores`."""
+    lt = predict_logits(teacher, images, batch_size, device); _check_head("teacher", lt, num_classes)
+    ls = predict_logits(student, images, batch_size, device); _check_head("student", ls, num_classes)
+    pT, pS = lt.double().softmax(1), ls.double().softmax(1)
+    conf = confusion_score(pS, pT)
+    return DopingScores(conf.numpy(), pT.argmax(1).numpy(), pS.argmax(1).numpy(),
+                        torch.as_tensor(labels).numpy().astype(np.int64))
+
+# %% ../nbs/11_dsco.ipynb #3c20f2ab
+def doping_order(conf) -> np.ndarray:
+    """§4.2.2: the one global ranking of the real images, highest Eq. 31 confusion first; ties → lower index first.
+    `conf` (N,) → (N,) int64 indices into the real set."""
+    c = np.asarray(conf, dtype=np.float64)
+    if c.ndim != 1 or not len(c) or not np.isfinite(c).all():
+        raise DataError(f"conf: expected a non-empty 1-D array of finite confusion scores, got shape {c.shape}")
+    return np.argsort(-c, kind="stable")
+
+def doping_count(budget: int, base_ipc: int, num_classes: int) -> int:
+    """Real images a budget of `budget` images per class adds to a base set of `base_ipc` per class:
+    (budget − base_ipc) · num_classes (spec §3.9 step 5: B·C images in all, base·C of them synthetic)."""
+    B, base, C = (_positive_int(n, v) for n, v in (("budget", budget), ("base_ipc", base_ipc), ("num_classes", num_classes)))
+    if B < base:
+        raise ConfigError(f"budget={B}: expected a doping budget ≥ the base IPC {base} (images per class of the synthetic "
+                          f"set); a budget of B per class holds B·C images, {base}·C of them synthetic")
+    return (B - base) * C
+
+def dope_indices(order, budget: int, base_ipc: int, num_classes: int) -> np.ndarray:
+    """§4.2.2: the real images of a doped set of `budget` per class: the first `doping_count` entries of the global
+    ranking `order` (from `doping_order`), sorted. Prefixes of one ranking, so growing budgets give nested sets."""
+    order = np.asarray(order, dtype=np.int64)
+    n = doping_count(budget, base_ipc, num_classes)
+    if n > len(order):
+        raise DataError(f"budget={budget} needs ({budget} − {base_ipc}) × {num_classes} = {n} real images, but the real "
+                        f"set has {len(order)}")
+    return np.sort(order[:n])
+
+# %% ../nbs/11_dsco.ipynb #2f13f641
+def images_fingerprint(images: torch.Tensor, labels=None) -> str:
+    "SHA-256 (16 hex) of an image tensor's dtype, shape and bytes (and of `labels` when given)."
+    h = hashlib.sha256()
+    for t in (images,) if labels is None else (images, torch.as_tensor(labels)):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode()); h.update(t.flatten().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+def _in_memory(s: ImageSet, size: int | None, what: str) -> ImageSet:
+    if not isinstance(s, ImageSet):
+        raise DataError(f"{what}: expected a ddrepro.data.ImageSet, got {type(s).__name__}")
+    return s if s.images is not None else s.load(size)
+
+def doping_student(base: ImageSet, teacher: nn.Module | None, *, student: str = "convnet", protocol: str = "soft",
+                   preset: str = "embedded", seed: int = 0, device="auto", test: ImageSet | None = None,
+                   **overrides) -> tuple[nn.Module, dict]:
+    """§4.2.2: φ_S trained on the synthetic base set `base` with `train_student(..., return_model=True)` under
+    `eval_config(protocol, preset, …)` (soft: KL to `teacher`'s soft labels at T = 20, the paper; hard: folder labels).
+    `test` (default: `base`) is what its curve is measured on. → (student in eval mode, the training run)."""
+    base = _in_memory(base, None, "base")
+    cm = base.class_map
+    cfg = eval_config(protocol, preset, cm.dataset, min(base.per_class()), len(cm), student, repeats=1, **overrides)
+    if cfg.protocol == "soft" and teacher is None:
+        raise ConfigError("doping_student: the soft protocol trains φ_S on the teacher's soft labels; pass teacher=")
+    test = base if test is None else _in_memory(test, base.images.shape[-1], "test")
+    run, model = train_student(cfg, base.images, base.labels, test.images, test.labels,
+                               teacher if cfg.protocol == "soft" else None, seed, device, desc="doping student", return_model=True)
+    return model, dict(run, config=dataclasses.asdict(cfg))
+
+def _scores_path(cache_dir, meta: dict) -> Path:
+    return Path(cache_dir) / f"doping_scores_{hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:12]}.npz"
+
+def dope(base: ImageSet, real: ImageSet, teacher: nn.Module, budgets: Sequence[int], cache_dir, *, student: str = "convnet",
+         protocol: str = "soft", preset: str = "embedded", seed: int = 0, device="auto", **overrides) -> tuple[DopingScores, dict]:
+    """§4.2.2 end to end: every budget checked (≥ base IPC = `base`'s images per class), then the Eq. 31 scores of
+    `real` from the cache in `cache_dir` or from a new `doping_student` + `score_real` (written there) →
+    (DopingScores, {budget: sorted real indices}), nested across budgets. `overrides`: EvalConfig fields of φ_S."""
+    base = _in_memory(base, None, "base")
+    cm, C = base.class_map, len(base.class_map)
+    per = base.per_class()
+    if len(set(per)) != 1:
+        raise DataError(f"base set has {per} images per class; expected the same base IPC for every class")
+    base_ipc = per[0]
+    for b in budgets: doping_count(b, base_ipc, C)                      # bad budgets fail before any training
+    real = _in_memory(real, base.images.shape[-1], "real")
+    if real.class_map.dataset != cm.dataset or len(real.class_map) != C:
+        raise DataError(f"real set is {real.class_map.dataset} ({len(real.class_map)} classes) but the base set is {cm.dataset} ({C})")
+    meta = dict(base=images_fingerprint(base.images, base.labels), real=images_fingerprint(real.images, real.labels),
+                n_real=len(real), teacher=model_fingerprint(teacher), student=student, protocol=protocol, preset=preset,
+                seed=int(seed), overrides={k: overrides[k] for k in sorted(overrides)}, base_ipc=base_ipc)
+    path = _scores_path(cache_dir, meta)
+    if path.exists():
+        d = np.load(path, allow_pickle=False)
+        if json.loads(str(d["meta"])) == meta:
+            scores = DopingScores(d["conf"], d["teacher_class"], d["student_class"], d["label"], meta, from_cache=True)
+            return scores, {b: dope_indices(doping_order(scores.conf), b, base_ipc, C) for b in budgets}
+    t0 = time.perf_counter()
+    model, run = doping_student(base, teacher, student=student, protocol=protocol, preset=preset, seed=seed, device=device, **overrides)
+    t1 = time.perf_counter()
+    scores = score_real(model, teacher, real.images, real.labels, C, device=device)
+    scores.meta = dict(meta, student_s=round(t1 - t0, 3), score_s=round(time.perf_counter() - t1, 3),
+                       student_final_acc_on_base=run["final"], path=str(path))
+    with atomic_write(path, "wb") as f:
+        np.savez(f, conf=scores.conf, teacher_class=scores.teacher_class, student_class=scores.student_class,
+                 label=scores.label, meta=np.array(json.dumps(meta)))
+    tab = scores.table()
+    with atomic_write(path.with_suffix(".csv")) as f:
+        f.write(",".join(tab) + "\n")
+        for row in zip(*tab.values()): f.write(",".join(repr(float(v)) if isinstance(v, float) else str(v) for v in row) + "\n")
+    return scores, {b: dope_indices(doping_order(scores.conf), b, base_ipc, C) for b in budgets}
+
+# %% ../nbs/11_dsco.ipynb #1bd897a0
+DOPED_META = "doping.json"
+
+def write_doped_set(out_dir, base: ImageSet, real: ImageSet, indices, budget: int, scores: DopingScores | None = None) -> Path:
+    """§4.2.2: the doped set = base synthetic ∪ real images `indices` as one distilled folder `out_dir/<class folder>/`
+    (`syn_<k>.png`, `real_<index>.png`) + `doping.json`. Refuses a non-empty folder it did not write; rewrites its own."""
+    out = Path(out_dir)
+    base = _in_memory(base, None, "base")
+    per = base.per_class()
+    idx = np.asarray(indices, dtype=np.int64)
+    if len(idx) != doping_count(budget, per[0], len(base.class_map)) or len(set(per)) != 1:
+        raise DataError(f"{len(idx)} real images for budget={budget} over a base of {per} per class; expected "
+                        f"(budget − base IPC) × classes = {doping_count(budget, per[0], len(base.class_map))}")
+    if out.exists() and any(out.iterdir()):
+        if not (out / DOPED_META).exists():
+            raise DataError(f"{out}: not empty and not a doped set written here (no {DOPED_META}); use an empty folder")
+        shutil.rmtree(out)
+    sub = _in_memory(real.subset(idx), base.images.shape[-1], "real")
+    if tuple(sub.images.shape[1:]) != tuple(base.images.shape[1:]):
+        raise DataError(f"real images are {tuple(sub.images.shape[1:])}, the base set's {tuple(base.images.shape[1:])}; expected one resolution")
+    counts: dict[int, int] = {}
+    syn_names = []
+    for y in base.labels.tolist():
+        syn_names.append(f"syn_{counts.get(y, 0)}.png"); counts[y] = counts.get(y, 0) + 1
+    save_image_set(torch.cat([base.images, sub.images]), torch.cat([base.labels, sub.labels]), out, base.class_map,
+                   names=syn_names + [f"real_{i}.png" for i in idx.tolist()])
+    C = len(base.class_map)
+    meta = dict(budget=int(budget), base_ipc=per[0], num_classes=C, synthetic=len(base), real=len(idx),
+                real_per_class=np.bincount(sub.labels.numpy(), minlength=C).tolist(),
+                per_class=(np.bincount(sub.labels.numpy(), minlength=C) + per[0]).tolist(), real_indices=idx.tolist(),
+                conf=None if scores is None else scores.conf[idx].tolist(),
+                scores=None if scores is None else scores.meta.get("path"), base_source=base.source.get("distilled_dir"))
+    with atomic_write(out / DOPED_META) as f: json.dump(meta, f, indent=1)
+    return out
+
+# %% ../nbs/11_dsco.ipynb #1cc0a60b
+SYNTH_MODES = {"da": "DsCo", "df": "DFDsCo", "off": "DiT†"}
+
+def class_latents(vae, real: ImageSet, seed: int = 0, chunk: int = 256, device=None) -> dict[int, torch.Tensor]:
+    """§4.1.3: {label: scaled VAE latents (N_c, C, h, w)} of the real images of each class, one posterior sample per
+    image (generator derive_seed(seed, 'dsco-encode', i) for real image i), on the VAE's device."""
+    real = _in_memory(real, None, "real")
+    out = {}
+    for c in progress(range(len(real.class_map)), desc="encode real latents"):
+        idx = torch.nonzero(real.labels == c)[:, 0]
+        if not len(idx): raise DataError(f"class {c} ({real.class_map.names[c]}) has no real images to encode")
+        gens = generators_for([derive_seed(seed, "dsco-encode", int(i)) for i in idx])
+        x = real.images[idx].to(device or next(vae.parameters()).device)
+        with torch.no_grad(), eval_mode(vae):
+            out[c] = torch.cat([encode_latents(vae, x[s:s + chunk], gens[s:s + chunk]) for s in range(0, len(idx), chunk)])
+    return out
+
+def synthesize_set(dit, vae, class_map: ClassMap, ipc: int, mode: str = "da", *, seed: int = 0,
+                   real_latents: dict | None = None, template_dir=None, device=None, **nopt) -> tuple[ImageSet, list[dict]]:
+    """All classes of `class_map` (DiT label = class index), `ipc` each, with NOpt `mode` ∈ SYNTH_MODES ('off' = DiT†:
+    iters 0, randn z_T). DA: `real_latents` from `class_latents`; DF: `template_dir` (statistics made and cached
+    there). `nopt`: NOptConfig fields. → (ImageSet uint8 (C·ipc, 3, H, W) in class order, one settings dict per class)."""
+    if mode not in SYNTH_MODES: raise ConfigError(f"mode={mode!r}: expected one of {list(SYNTH_MODES)}")
+    if mode == "da" and real_latents is None: raise ConfigError("mode='da' needs real_latents (class_latents(vae, real))")
+    if mode == "df" and template_dir is None: raise ConfigError("mode='df' needs template_dir (where template statistics are cached)")
+    cfg = NOptConfig(**{**nopt, **(dict(mode="da", iters=0, init="randn") if mode == "off" else dict(mode=mode))})
+    images, settings = [], []
+    for c in progress(range(len(class_map)), desc=f"{SYNTH_MODES[mode]} classes"):
+        if mode == "df":
+            make_template_stats(dit, c, template_dir, n_temp=cfg.n_temp, num_steps=cfg.num_steps, seed=cfg.template_seed,
+                                cfg_scale=cfg.cfg_scale, projector=cfg.projector, projector_seed=cfg.template_projector_seed,
+                                device=device, amp=cfg.amp)
+        r = nopt_sample(dit, vae, c, ipc, seed=seed, config=cfg, device=device, template_dir=template_dir,
+                        real_latents=None if mode != "da" or real_latents is None else real_latents[c])
+        images.append(to_uint8(r.images)); settings.append(dict(r.settings, label=c, history=r.history))
+    labels = torch.arange(len(class_map)).repeat_interleave(ipc)
+    return ImageSet(class_map, labels, images=torch.cat(images), source=dict(kind=f"dsco_{mode}", ipc=ipc, seed=seed)), settings
+
+# %% ../nbs/11_dsco.ipynb #ce252819
+import os
+import re
+from dataclasses import field
+from .core import RunConfig, project_root
+from .evaluate import EvalSettings
+
+DSCO_BASELINES = ("random_real", "full_data")
+DELTA_VS = {"random_real": ("random", ""), "dit": ("dit", "")}   # delta_vs → the (method, selector) of its rows
+SET_NAMES = {"da": "dsco", "df": "dfdsco", "off": "dit"}          # mode → method name of its rows and folder
+RUN_NOPT_FIELDS = ("mode", "iters", "num_steps", "cfg_scale", "n_temp")   # set by DsCoConfig itself
+
+@dataclass
+class DsCoConfig(EvalSettings, RunConfig):
+    "Parameters of a DsCo run (§4, §5.1.3): NOpt sets (DsCo, DFDsCo, DiT†), optional Doping, evaluation."
+    method: str = "dsco"
+    ipc: int = 10
+    modes: list[str] = field(default_factory=lambda: ["da", "df", "off"])   # da: DsCo | df: DFDsCo | off: DiT† (no optimisation)
+    iters: int = 20                        # SGD iterations per step; embedded, provisional (paper: 200)
+    num_steps: int = 50                    # DDPM respaced steps (paper)
+    cfg_scale: float = 4.0                 # paper
+    n_temp: int = 200                      # df: template trajectories per class (paper)
+    real_per_class: int | None = 500       # da: real images per class in the target (None: all, the paper); embedded, provisional
+    nopt_overrides: dict = field(default_factory=dict)   # any other NOptConfig field, e.g. {lam_align: 5e-3}
+    dit: str = "zoo"                       # zoo | DiT-XL-2-256 | a folder / checkpoint
+    vae: str = "zoo"                       # zoo | sd-vae-ft-mse | a folder
+    template_dir: str | None = None        # df: template statistics cache (default: runs/dsco/templates, shared)
+    doping_budgets: list[int] = field(default_factory=list)   # IPC budgets > ipc to dope the DsCo set to ([]: no Doping)
+    doping_teacher: str | None = None      # φ_T; None: the zoo teacher on Fashion-MNIST (paper: torchvision ResNet-18)
+    doping_real_per_class: int | None = None   # real images per class scored (None: the whole training set, the paper)
+    doping_student: str = "convnet"        # φ_S architecture
+    doping_protocol: str = "soft"          # how φ_S is trained: soft (teacher KD at T = 20, the paper) | hard
+    students: list[str] = field(default_factory=lambda: ["convnet"])
+    baselines: list[str] = field(default_factory=lambda: ["random_real"])   # + full_data (every real image: slow on CPU)
+    delta_vs: str = "random_real"          # paired Δ against: random_real | dit (DiT†)
+    eval_workers: int = 2                  # evaluations at once on a CPU (processes, one thread each)
+
+    def __post_init__(self):
+        self.validate()
+        super().__post_init__()
+
+    def validate(self) -> "DsCoConfig":
+        """Check every parameter by name, type and range, reading and loading nothing (milliseconds). Errors name the
+        parameter, its value and what is expected."""
+        def bad(name, expected, value=None):
+            raise ConfigError(f"{name}={getattr(self, name) if value is None else value!r}: expected {expected}")
+        def is_int(v): return not isinstance(v, bool) and isinstance(v, numbers.Integral)
+        if self.dataset not in DATASETS: bad("dataset", f"one of {list(DATASETS)}")
+        for k, lo in dict(ipc=1, seed=0, iters=1, num_steps=2, n_temp=2, eval_workers=1).items():
+            if not is_int(getattr(self, k)) or getattr(self, k) < lo: bad(k, f"an integer ≥ {lo}" + (
+                " (DiT† is modes ['off'], not iters 0)" if k == "iters" else ""))
+        if isinstance(self.modes, str) or not isinstance(self.modes, (list, tuple)) or not self.modes:
+            bad("modes", f"a non-empty list, some of {list(SYNTH_MODES)} (da: DsCo, df: DFDsCo, off: DiT†)")
+        unknown = [m for m in self.modes if m not in SYNTH_MODES]
+        if unknown or len(set(self.modes)) != len(self.modes):
+            bad("modes", f"distinct names from {list(SYNTH_MODES)} (da: DsCo, df: DFDsCo, off: DiT†); not modes: {unknown}")
+        if "df" in self.modes and self.ipc < 2: bad("ipc", "≥ 2 with mode df (Eq. 25 needs a nearest neighbour)")
+        if isinstance(self.cfg_scale, bool) or not isinstance(self.cfg_scale, numbers.Real) or not self.cfg_scale >= 0:
+            bad("cfg_scale", "a classifier-free guidance scale ≥ 0 (paper: 4.0)")
+        if self.real_per_class is not None and (not is_int(self.real_per_class) or self.real_per_class < self.ipc):
+            bad("real_per_class", f"None (all real images) or an integer ≥ ipc = {self.ipc} (the data-accessible target needs ≥ IPC per class)")
+        known = {f.name for f in dataclasses.fields(NOptConfig)}
+        if not isinstance(self.nopt_overrides, dict): bad("nopt_overrides", "a dict of NOptConfig fields")
+        wrong = sorted(set(self.nopt_overrides) - known) + sorted(set(self.nopt_overrides) & set(RUN_NOPT_FIELDS))
+        if wrong: bad("nopt_overrides", f"NOptConfig fields other than {list(RUN_NOPT_FIELDS)} (set those directly); not allowed: {wrong}")
+        try: NOptConfig(**self.nopt_overrides)
+        except ConfigError as e: raise ConfigError(f"nopt_overrides: {e}") from None
+        for k in ("dit", "vae"):
+            if not isinstance(getattr(self, k), str) or not getattr(self, k): bad(k, "'zoo', a hub name or a local path")
+        b = self.doping_budgets
+        if isinstance(b, (str, bool)) or not isinstance(b, (list, tuple)) or not all(is_int(v) for v in b):
+            bad("doping_budgets", "a list of integer IPC budgets (images per class), [] for no Doping")
+        low = [v for v in b if v <= self.ipc]
+        if low: bad("doping_budgets", f"budgets above the base IPC ipc = {self.ipc} (Doping adds real images to the DsCo "
+                                      f"set); below or at it: {low}")
+        if list(b) != sorted(set(b)): bad("doping_budgets", "strictly increasing budgets")
+        if b and "da" not in self.modes: bad("doping_budgets", "[] unless modes holds 'da' (Doping builds on the DsCo set, §4.2)")
+        if b and self.doping_teacher is None and self.dataset != "fashion_mnist":
+            bad("doping_teacher", f"a teacher spec for {self.dataset} ('torchvision:resnet18', a checkpoint path); only "
+                                  "Fashion-MNIST has the zoo teacher as default")
+        if self.doping_teacher is not None and (not isinstance(self.doping_teacher, str) or not self.doping_teacher):
+            bad("doping_teacher", "None, 'zoo', 'torchvision:<model>' or a checkpoint path")
+        if self.doping_real_per_class is not None and (not is_int(self.doping_real_per_class) or self.doping_real_per_class < 1):
+            bad("doping_real_per_class", "None (score every real training image, the paper) or an integer ≥ 1")
+        if self.doping_student not in STUDENTS: bad("doping_student", f"one of {list(STUDENTS)}")
+        if self.doping_protocol not in ("soft", "hard"): bad("doping_protocol", "'soft' (teacher KD, the paper) or 'hard'")
+        if isinstance(self.students, str) or not isinstance(self.students, (list, tuple)) or not self.students:
+            bad("students", f"a non-empty list of student names, some of {list(STUDENTS)}")
+        unknown = [s for s in self.students if s not in STUDENTS]
+        if unknown: bad("students", f"student names from {list(STUDENTS)}; not students: {unknown}")
+        unknown = [x for x in self.baselines if x not in DSCO_BASELINES] if isinstance(self.baselines, (list, tuple)) else ["?"]
+        if unknown: bad("baselines", f"a list, some of {list(DSCO_BASELINES)}; unknown: {unknown}")
+        if self.delta_vs not in DELTA_VS: bad("delta_vs", f"one of {list(DELTA_VS)}")
+        if self.delta_vs == "random_real" and "random_real" not in self.baselines:
+            bad("delta_vs", "'dit' or put 'random_real' in baselines (the paired Δ needs its baseline evaluated)")
+        if self.delta_vs == "dit" and "off" not in self.modes: bad("delta_vs", "'random_real' or put 'off' (DiT†) in modes")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            bad("device", "'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'")
+        if self.data_root not in (None, "") and not os.path.isdir(os.path.expanduser(str(self.data_root))):
+            raise DataError(f"data_root={self.data_root!r}: no such folder")
+        return self
+
+    def default_run_name(self) -> str:
+        return f"{self.dataset}_ipc{self.ipc}_it{self.iters}_steps{self.num_steps}_cfg{self.cfg_scale:g}_seed{self.seed}"
+
+    def nopt_settings(self) -> dict:
+        "Keyword arguments of `synthesize_set` (NOptConfig fields) from this config."
+        return dict(iters=self.iters, num_steps=self.num_steps, cfg_scale=float(self.cfg_scale), n_temp=self.n_temp, **self.nopt_overrides)
+
+    def doping_teacher_spec(self) -> str:
+        "φ_T for `load_teacher`: `doping_teacher`, default the zoo teacher (Fashion-MNIST)."
+        return self.doping_teacher or "zoo"
+
+    def template_cache(self) -> Path:
+        return Path(self.template_dir) if self.template_dir else project_root() / "runs" / "dsco" / "templates"

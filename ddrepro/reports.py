@@ -674,7 +674,9 @@ def gallery_entries(figures: str | os.PathLike | None = None) -> list[dict]:
         if prefix in specs:
             s = specs[prefix]
             m = _PAPER_ITEM.match(s.title or "")
-            e = dict(title=s.title or s.name, reproduces=(f"{m.group(1)} paper {m.group(2)}" if m else s.name),
+            drawn = figures / f"{prefix}.md"              # the title the table was drawn with, which may predate the spec's
+            title = drawn.read_text().splitlines()[0].lstrip("# ").strip() if drawn.exists() else ""
+            e = dict(title=title or s.title or s.name, reproduces=(f"{m.group(1)} paper {m.group(2)}" if m else s.name),
                      scale="embedded" if "/embedded/" in s.name else "paper", command=f"ddrepro-table {s.name}",
                      provenance=f"{prefix}_records.csv")
         else:

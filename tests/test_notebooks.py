@@ -71,6 +71,7 @@ PARAMETER_CONFIGS = [
     ("run_eval.ipynb", "ddrepro.evaluate:EvalRunConfig"),
     ("run_data.ipynb", "ddrepro.core:RunConfig"),
     ("run_sas.ipynb", "ddrepro.sas:SASConfig"),
+    ("run_dsco.ipynb", "ddrepro.dsco:DsCoConfig"),
 ]
 
 

@@ -1,0 +1,79 @@
+"""The DsCo run notebook end to end through papermill (embedded zoo, tiny budget) and its fail-fast config cell
+(its parameters cell against `DsCoConfig` is checked in test_notebooks.py with the other run notebooks)."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ddrepro.core import ConfigError
+from ddrepro.data import class_map, load_distilled
+from ddrepro.dsco import DsCoConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPERMILL = [str(Path(sys.executable).parent / "papermill")]
+NB = ROOT / "nbs" / "run_dsco.ipynb"
+
+
+def _papermill(tmp_path, *args, timeout=900):
+    env = dict(os.environ, DDREPRO_PROGRESS="0", HF_HUB_OFFLINE="1")
+    return subprocess.run(PAPERMILL + [str(NB), str(tmp_path / "out.ipynb"), "--cwd", str(ROOT), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+def test_run_dsco_embedded_smoke(tmp_path):
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    r = _papermill(tmp_path, "-p", "ipc", "2", "-p", "num_steps", "4", "-p", "iters", "2", "-p", "n_temp", "4",
+                   "-p", "real_per_class", "20", "-p", "repeats", "1", "-y", "eval_overrides: {epochs: 2}",
+                   "-y", "doping_budgets: [3]", "-p", "doping_real_per_class", "30",
+                   "-p", "template_dir", str(tmp_path / "templates"), "-p", "out_dir", str(out))
+    assert r.returncode == 0, r.stderr[-4000:]
+    print(f"smoke run: {time.perf_counter() - t0:.0f} s")
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["status"] == "complete" and rec["params"]["ipc"] == 2 and rec["params"]["iters"] == 2
+    assert set(rec["stages"]) >= {"preflight", "synthesize_dsco", "synthesize_dfdsco", "synthesize_dit", "doping", "evaluate"}
+    cm = class_map("fashion_mnist")
+    for name in ("dsco", "dfdsco", "dit"):                  # exactly IPC per class, readable as distilled sets
+        assert load_distilled(out / "distilled" / name, cm, 2, exact=True).per_class() == [2] * 10
+    assert list((tmp_path / "templates").glob("template_c*_s4_*.pt"))   # DFDsCo's template statistics, cached
+    rows = pd.DataFrame(rec["results"]["rows"])
+    main = rows[rows.selector == ""]
+    assert sorted(main.set) == ["DFDsCo", "DiT†", "DsCo", "random real"]
+    assert (main.delta_vs == "random").all() and (main.ipc == 2).all() and (rows.n_runs == 1).all()
+    # Doping: budget 3 over base 2 → 10 real images (global ranking, unbalanced) + the 20 DsCo images
+    doped = load_distilled(out / "doped" / "ipc3", cm)
+    assert sum(doped.per_class()) == 30 and min(doped.per_class()) >= 2
+    meta = json.loads((out / "doped" / "ipc3" / "doping.json").read_text())
+    assert meta["real"] == 10 and meta["base_ipc"] == 2 and len(meta["real_indices"]) == 10
+    assert rec["stages"]["doping"]["scored"] == 300 and rec["stages"]["doping"]["from_cache"] is False
+    dr = rows[rows.selector == "ipc3"]
+    assert sorted(dr.set) == ["DsCo + Doping (ipc3)", "random real (ipc3)"] and (dr.delta_vs == "random/ipc3").all()
+    assert {"dit", "vae", "doping_teacher"} <= set(rec["assets"])
+
+
+def test_bad_parameters_fail_in_milliseconds_naming_them():
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"modes=\['xyz'\]: expected distinct names from \['da', 'df', 'off'\]"):
+        DsCoConfig(modes=["xyz"], out_dir="/tmp/ddrepro-unused")
+    with pytest.raises(ConfigError, match=r"doping_budgets=\[1\]: expected budgets above the base IPC ipc = 2"):
+        DsCoConfig(ipc=2, doping_budgets=[1], out_dir="/tmp/ddrepro-unused")
+    assert time.perf_counter() - t0 < 1
+
+
+def test_run_dsco_rejects_a_bad_mode_in_the_config_cell(tmp_path):
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    r = _papermill(tmp_path, "-y", "modes: [xyz]", "-p", "out_dir", str(out), timeout=300)
+    assert r.returncode != 0
+    assert "ConfigError: modes=['xyz']" in r.stderr + r.stdout
+    assert not (out / "record.json").exists()                 # nothing started: no record, no data, no zoo
+    nb = json.loads((tmp_path / "out.ipynb").read_text())
+    failed = [c for c in nb["cells"] if c["cell_type"] == "code" and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert len(failed) == 1 and "config_from_namespace(DsCoConfig" in "".join(failed[0]["source"])
+    assert time.perf_counter() - t0 < 120
