@@ -302,17 +302,20 @@ def config_from_namespace(cls: type, namespace: dict):
 
 # %% ../nbs/00_core.ipynb #30daa11b
 def git_info(root: str | os.PathLike | None = None) -> dict:
-    "Git SHA and dirty flag of the project checkout (None when not a git checkout)."
+    """Git SHA and dirty flag of the project checkout (None when not a git checkout). `dirty`: a tracked file outside
+    `figures/` differs from the commit — the drawn figures are outputs of records, not inputs to them, so a table
+    redrawn between two runs does not mark the later run's record dirty; `figures_dirty` says whether they differ."""
     root = Path(root or project_root())
     def _git(*args):
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
     try:
         sha = _git("rev-parse", "HEAD")
-        if sha.returncode != 0: return {"sha": None, "dirty": None}
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
-        return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+        if sha.returncode != 0: return {"sha": None, "dirty": None, "figures_dirty": None}
+        code = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)figures")
+        figs = _git("status", "--porcelain", "--untracked-files=no", "--", "figures")
+        return {"sha": sha.stdout.strip(), "dirty": bool(code.stdout.strip()), "figures_dirty": bool(figs.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
-        return {"sha": None, "dirty": None}
+        return {"sha": None, "dirty": None, "figures_dirty": None}
 
 _PACKAGES = ("ddrepro", "torch", "torchvision", "numpy", "diffusers", "timm", "open_clip_torch",
              "transformers", "accelerate", "safetensors", "papermill", "nbdev", "scikit-learn", "pillow")

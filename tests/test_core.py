@@ -116,7 +116,7 @@ def test_run_record_roundtrip_and_stages(tmp_path):
     assert d["stages"]["gen"]["images_per_s"] == 10.0 and d["stages"]["gen"]["status"] == "done"
     assert d["stages"]["gen"]["wall_s"] >= 0.05                                  # the stage's time includes its sleep
     assert d["assets"]["weights"]["sha256"] == file_sha256(weights)
-    assert set(d["git"]) == {"sha", "dirty"} and d["packages"]["torch"]
+    assert set(d["git"]) == {"sha", "dirty", "figures_dirty"} and d["packages"]["torch"]
     assert "cpu_rss_mb" in d["stages"]["gen"]
     assert RunRecord.load(tmp_path / "r").results == {"acc": 0.25}
 
@@ -139,3 +139,18 @@ def test_log_progress_breaks_and_errors_leave_no_nesting_behind(monkeypatch):
     with pytest.raises(ZeroDivisionError):
         for i in LogProgress(range(3)): 1 / (i - 1)
     assert LogProgress._depth == 0                                     # the next loop is an outer loop again
+
+
+def test_git_dirty_ignores_redrawn_figures_but_not_code(tmp_path):
+    "A table redrawn into figures/ between two runs must not mark the later run's record dirty; a code change must."
+    import subprocess
+    from ddrepro.core import git_info
+    def git(*a): subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)
+    git("init", "-q"); git("config", "user.email", "t@t"); git("config", "user.name", "t")
+    (tmp_path / "figures").mkdir(); (tmp_path / "figures" / "t.md").write_text("a"); (tmp_path / "m.py").write_text("x = 1")
+    git("add", "-A"); git("commit", "-qm", "init")
+    assert git_info(tmp_path) == {"sha": git_info(tmp_path)["sha"], "dirty": False, "figures_dirty": False}
+    (tmp_path / "figures" / "t.md").write_text("b")
+    g = git_info(tmp_path); assert g["dirty"] is False and g["figures_dirty"] is True
+    (tmp_path / "m.py").write_text("x = 2")
+    assert git_info(tmp_path)["dirty"] is True
