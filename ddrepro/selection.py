@@ -21,13 +21,12 @@ import torch
 
 from .core import ConfigError, DataError, atomic_write, derive_seed, progress, write_json
 from .data import IMAGE_EXTS, ImageSet, read_image, to_float01
-from .students import predict_logits
 
 # %% auto #0
 __all__ = ['KCENTER_FIRST', 'RESERVED_COLUMNS', 'BASELINE_SELECTORS', 'NPZ_RESERVED', 'class_blocks', 'top_per_class',
            'random_per_class', 'first_per_class', 'herding', 'k_center_greedy', 'Selection', 'selection_from_indices',
            'select_baseline', 'within_class_spread', 'subset_quality', 'selection_diagnostics', 'diagnostics_frame',
-           'teacher_agreement', 'write_selection', 'PoolEmbeddings', 'embed_images', 'embed_pool']
+           'write_selection', 'PoolEmbeddings', 'embed_images', 'embed_pool']
 
 # %% ../nbs/08_selection.ipynb #f9298030
 def _np(x) -> np.ndarray:
@@ -338,15 +337,6 @@ def diagnostics_frame(d: dict, reference_name: str = "reference"):
     f["spread"] = [v if isinstance(v, str) else f"{v:.3f}" for v in f["spread"]]
     f.columns = ["images", "teacher accuracy", "within-class spread (rad)"]
     return f
-
-
-def teacher_agreement(teacher, images, labels, batch_size: int = 500, device: str = "auto") -> np.ndarray:
-    """(N,) bools: the teacher's top-1 prediction on each image (uint8 / float [0,1], N×3×H×W) equals its label —
-    `correct` for `selection_diagnostics`. `teacher`: a module whose logits are in the labels' class order
-    (`backbones.load_teacher` gives one)."""
-    y = torch.as_tensor(_np(labels)).long()
-    if len(images) != len(y): raise DataError(f"teacher_agreement: {len(images)} images for {len(y)} labels")
-    return (predict_logits(teacher, images, batch_size, device).argmax(1) == y).numpy()
 
 # %% ../nbs/08_selection.ipynb #682f9a0d
 def _fmt(v) -> str:

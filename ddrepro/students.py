@@ -17,8 +17,8 @@ from .core import ConfigError, DataError, autocast, pick_device
 from .data import ImageSet, ClassMap, class_map, to_float01
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'STUDENTS', 'predict_logits', 'accuracy', 'norm_stats', 'Normalized', 'count_params',
-           'convnet_depth', 'ConvNet', 'IDCResNet', 'build_student']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'STUDENTS', 'predict_logits', 'correct_predictions', 'accuracy', 'norm_stats',
+           'Normalized', 'count_params', 'convnet_depth', 'ConvNet', 'IDCResNet', 'build_student']
 
 # %% ../nbs/03_students.ipynb #5994c267
 @torch.no_grad()
@@ -42,21 +42,29 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512
     finally:
         model.train(was_training)
 
-def accuracy(model: nn.Module, image_set: ImageSet, batch_size: int = 512, device: str = "auto",
-             head_idx: Any = None) -> float:
-    """Top-1 accuracy in [0,1] of `model` on `image_set` (labels in its ClassMap order).
+def correct_predictions(model: nn.Module, image_set: ImageSet, batch_size: int = 512, device: str = "auto",
+                        head_idx: Any = None, size: int | None = None) -> np.ndarray:
+    """(N,) bools: the model's top-1 class equals the label, per image of `image_set` (labels in its ClassMap order).
+    A set of files is decoded `batch_size` images at a time (at `size` when given), never all at once.
 
     `head_idx`: optional columns of the model's logits to score (e.g. `ClassMap.head_idx` for a
     1000-way ImageNet model evaluated on a 10-class subset)."""
-    if image_set.images is None:
-        raise DataError("accuracy: image_set has no images in memory; call image_set.load(size) first")
-    logits = predict_logits(model, image_set.images, batch_size, device)
-    if head_idx is not None: logits = logits[:, torch.as_tensor(list(head_idx), dtype=torch.long)]
-    k = len(image_set.class_map)
-    if logits.shape[1] != k:
-        raise DataError(f"accuracy: model has {logits.shape[1]} outputs but {image_set.class_map.dataset} has {k} classes; "
-                        "pass head_idx=class_map.head_idx for a 1000-way ImageNet model")
-    return float((logits.argmax(1) == image_set.labels).float().mean()) if len(logits) else float("nan")
+    k, out = len(image_set.class_map), []
+    for i in range(0, len(image_set), batch_size):
+        part = image_set.subset(np.arange(i, min(i + batch_size, len(image_set))))
+        logits = predict_logits(model, (part if part.images is not None else part.load(size)).images, batch_size, device)
+        if head_idx is not None: logits = logits[:, torch.as_tensor(list(head_idx), dtype=torch.long)]
+        if logits.shape[1] != k:
+            raise DataError(f"model has {logits.shape[1]} outputs but {image_set.class_map.dataset} has {k} classes; "
+                            "pass head_idx=class_map.head_idx for a 1000-way ImageNet model")
+        out.append((logits.argmax(1) == part.labels).numpy())
+    return np.concatenate(out) if out else np.zeros(0, bool)
+
+def accuracy(model: nn.Module, image_set: ImageSet, batch_size: int = 512, device: str = "auto",
+             head_idx: Any = None, size: int | None = None) -> float:
+    "Top-1 accuracy in [0,1] of `model` on `image_set`: the mean of `correct_predictions` (NaN for an empty set)."
+    ok = correct_predictions(model, image_set, batch_size, device, head_idx, size)
+    return float(ok.mean()) if len(ok) else float("nan")
 
 # %% ../nbs/03_students.ipynb #93e8b673
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
