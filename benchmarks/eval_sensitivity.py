@@ -273,18 +273,9 @@ def main(argv=None):
 
 def publish(out: Path, figures: Path, long: pd.DataFrame) -> list[Path]:
     "Copy the study's tables and plot to `figures/eval_sensitivity_*`, only when all its records share one clean commit."
-    commits = long.groupby(["git_sha", "git_dirty"]).size()
-    if len(commits) != 1 or bool(commits.index[0][1]):
-        raise SystemExit(f"--figures: the records come from {commits.to_dict()} (commit, dirty); figures need one "
-                         "clean commit — commit, then rerun the study in a clean checkout")
-    done = []
-    for name in ("sensitivity_long.csv", "sensitivity_summary.csv", "sensitivity_random_real.csv", "sensitivity.png"):
-        dst = figures / f"eval_{name}"
-        with atomic_write(dst, "wb") as f: f.write((out / name).read_bytes())
-        done.append(dst)
-    print("wrote", ", ".join(str(d) for d in done))
-    return done
-
+    from ddrepro.reports import publish_figures
+    names = ("sensitivity_long.csv", "sensitivity_summary.csv", "sensitivity_random_real.csv", "sensitivity.png")
+    return publish_figures({out / n: f"eval_{n}" for n in names}, long[["git_sha", "git_dirty"]].itertuples(index=False), figures)
 
 if __name__ == "__main__":
     main()

@@ -39,7 +39,8 @@ def measure(cfg_scale: float, a, train, enc, teacher, cm) -> list[dict]:
     from ddrepro.evaluate import evaluate_sets, paired_rows, random_real_subset
     from ddrepro.pools import PoolConfig, build_pool, pool_image_set
     from ddrepro.sas import pool_baselines, pool_report, select
-    from ddrepro.selection import embed_images, embed_pool, selection_diagnostics, teacher_agreement
+    from ddrepro.selection import embed_images, embed_pool, selection_diagnostics
+    from ddrepro.students import correct_predictions
     per_class = a.pool_factor * max(a.ipcs)
     pcfg = PoolConfig(dataset="fashion_mnist", ipc=max(a.ipcs), pool_factor=a.pool_factor, generator="minimax",
                       cfg_scale=cfg_scale, num_steps=a.steps, seed=0, threads=0,
@@ -47,12 +48,12 @@ def measure(cfg_scale: float, a, train, enc, teacher, cm) -> list[dict]:
     build_pool(pcfg)
     pool = pool_image_set(pcfg.out_dir, cm, per_class).load()
     emb = embed_pool(pool, enc, template="A photo of a {}", cache_dir=pcfg.out_dir, encoder_id="zoo")
-    correct = teacher_agreement(teacher, pool.images, emb.labels, device="cpu")
+    correct = correct_predictions(teacher, pool, device="cpu")
     rows = [dict(cfg_scale=cfg_scale, set="pool", ipc=None, **pool_report(emb.image_emb, emb.text_emb, emb.labels, correct))]
     real = random_real_subset(train, per_class, 0)
     real_emb = embed_images(enc, real.images, device="cpu", desc="embed real")
     rows.append(dict(cfg_scale=cfg_scale, set="real", ipc=None,
-                     **pool_report(real_emb, emb.text_emb, real.labels.numpy(), teacher_agreement(teacher, real.images, real.labels))))
+                     **pool_report(real_emb, emb.text_emb, real.labels.numpy(), correct_predictions(teacher, real, device="cpu"))))
     for ipc in a.ipcs:
         keep = np.concatenate([np.nonzero(emb.labels == c)[0][: a.pool_factor * ipc] for c in range(len(cm))])
         keep.sort()
@@ -152,7 +153,7 @@ def main(argv=None):
     if a.smoke: a.cfgs, a.ipcs, a.steps, a.train_ipc, a.repeats, a.draws = a.cfgs[:2], [2], 5, 2, 2, 2
     if a.train_ipc and a.train_ipc not in a.ipcs: raise SystemExit(f"--train-ipc {a.train_ipc} must be one of --ipcs {a.ipcs}")
     import torch
-    from ddrepro.core import RunRecord, atomic_write, project_root
+    from ddrepro.core import RunRecord, atomic_write
     from ddrepro.data import load_real
     from ddrepro.backbones import load_image_text_encoder, load_teacher
     torch.set_num_threads(2)
@@ -176,15 +177,11 @@ def main(argv=None):
     plot(df, out / "sweep.png", chosen)
     rec.finish(chosen_cfg_scale=chosen, rows=rows)
     print(md)
-    if a.figures:
-        if rec.git.get("dirty") or not rec.git.get("sha"):
-            raise SystemExit(f"--figures: this run's commit {rec.git.get('sha')} is dirty={rec.git.get('dirty')}; "
-                             "figures need one clean commit — commit, then rerun in a clean checkout")
-        for name in ("sweep.csv", "sweep.md", "sweep.png", "record.json"):         # the record: the gallery reads its commit
-            dst = project_root() / "figures" / f"sas_embedded_pool_sweep_{name}" if name == "record.json" else \
-                project_root() / "figures" / f"sas_embedded_pool_{name}"
-            with atomic_write(dst, "wb") as f: f.write((out / name).read_bytes())
-            print("wrote", dst)
+    if a.figures:                                      # the record goes too: the gallery reads its commit
+        from ddrepro.reports import publish_figures
+        publish_figures({out / "sweep.csv": "sas_embedded_pool_sweep.csv", out / "sweep.md": "sas_embedded_pool_sweep.md",
+                         out / "sweep.png": "sas_embedded_pool_sweep.png", rec.path: "sas_embedded_pool_sweep_record.json"},
+                        [(rec.git.get("sha"), rec.git.get("dirty"))])
     return df, chosen
 
 

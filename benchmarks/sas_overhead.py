@@ -78,14 +78,10 @@ def main(argv=None):
     with atomic_write(out / "overhead.md") as f: f.write(md)
     rec.finish(**{k: round(v, 4) for k, v in ours.items()})
     print(md)
-    if a.figures:
-        if rec.git.get("dirty") or not rec.git.get("sha"):
-            raise SystemExit(f"--figures: commit {rec.git.get('sha')} dirty={rec.git.get('dirty')}; figures need one clean commit")
-        for name in ("overhead.csv", "overhead.md", "overhead_record.json"):        # the record: the gallery reads its commit
-            if name == "overhead_record.json": (out / name).write_bytes((out / "record.json").read_bytes())
-            dst = project_root() / "figures" / f"sas_embedded_{name}"
-            with atomic_write(dst, "wb") as f: f.write((out / name).read_bytes())
-            print("wrote", dst)
+    if a.figures:                                      # the record goes too: the gallery reads its commit
+        from ddrepro.reports import publish_figures
+        publish_figures({out / "overhead.csv": "sas_embedded_overhead.csv", out / "overhead.md": "sas_embedded_overhead.md",
+                         rec.path: "sas_embedded_overhead_record.json"}, [(rec.git.get("sha"), rec.git.get("dirty"))])
     return df
 
 

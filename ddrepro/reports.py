@@ -25,12 +25,13 @@ from .core import ConfigError, DataError, RunRecord, atomic_write, load_yaml, pr
 
 # %% auto #0
 __all__ = ['ROW_KEYS', 'GALLERY_NAME', 'GALLERY_STUDIES', 'mean_std', 'fmt_mean_std', 'record_rows', 'find_records', 'collect',
-           'aggregate', 'delta_cells', 'pivot', 'load_paper_numbers', 'match_key', 'side_by_side', 'delta_label',
-           'results_frame', 'runs_note', 'paper_lookup', 'paper_beside', 'df_to_markdown', 'write_table', 'save_figure',
-           'TableSpec', 'table_path', 'load_table_spec', 'table_cells', 'check_cell_params', 'cell_extra_params',
-           'cell_run_params', 'cell_dir', 'cell_done', 'papermill_command', 'records_summary', 'drop_repeated',
-           'cited_cells', 'readable_pivot', 'draw_table', 'copy_cell_figures', 'seed_frame', 'plot_table',
-           'plot_deltas', 'run_table', 'table_cli', 'table_specs', 'redraw_all', 'gallery_entries', 'write_gallery']
+           'aggregate', 'cell_deltas', 'delta_cells', 'pivot', 'load_paper_numbers', 'match_key', 'side_by_side',
+           'delta_label', 'results_frame', 'runs_note', 'paper_lookup', 'paper_beside', 'df_to_markdown', 'write_table',
+           'save_figure', 'TableSpec', 'table_path', 'load_table_spec', 'table_cells', 'check_cell_params',
+           'cell_extra_params', 'cell_run_params', 'cell_dir', 'cell_done', 'papermill_command', 'records_summary',
+           'drop_repeated', 'cited_cells', 'readable_pivot', 'draw_table', 'copy_cell_figures', 'seed_frame',
+           'plot_table', 'plot_deltas', 'run_table', 'table_cli', 'table_specs', 'redraw_all', 'gallery_entries',
+           'write_gallery', 'publish_figures']
 
 # %% ../nbs/20_reports.ipynb #1722d084
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -81,24 +82,27 @@ def aggregate(df: pd.DataFrame, keys: Sequence[str], metric: str = "acc_final") 
         out.append({**dict(zip(keys, k)), "mean": m, "std": s, "n": n})
     return pd.DataFrame(out)
 
-def delta_cells(df: pd.DataFrame, keys: Sequence[str]) -> dict:
-    """{key tuple: '+1.1 ± 0.3'}: the paired difference (points ± SE) each cell's run reported against its baseline
-    (`delta_vs`), for cells drawn from one row that is not the baseline itself; a cell drawn from several records
-    shows the mean of their differences with no SE. Rows without a paired difference give no entry."""
-    if "delta_mean" not in df: return {}
-    out = {}
-    for k, g in df.groupby(list(keys), sort=False, dropna=False):
+def cell_deltas(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Per cell (`keys`), the paired difference its run reported against its baseline (`delta_vs`): columns `keys`,
+    `delta`, `se`, `delta_vs`, `n_runs`. The baseline's own rows are left out; a cell drawn from several records gets
+    the mean of their differences and no SE. Empty when the rows carry no paired difference."""
+    cols = list(keys) + ["delta", "se", "delta_vs", "n_runs"]
+    if "delta_mean" not in df: return pd.DataFrame(columns=cols)
+    own = (df["method"].astype(str) + "/" + df.get("selector", pd.Series("", index=df.index)).fillna("").astype(str)).str.rstrip("/")
+    d = df[df["delta_mean"].notna() & (own != df["delta_vs"].astype(str))]
+    out = []
+    for k, g in d.groupby(list(keys), sort=False, dropna=False):
         k = k if isinstance(k, tuple) else (k,)
-        g = g[g["delta_mean"].notna()]
-        own = [f"{m}/{s}" if s else str(m) for m, s in zip(g["method"], g.get("selector", pd.Series("", index=g.index)).fillna(""))]
-        g = g[[o != str(v) for o, v in zip(own, g["delta_vs"])]]
-        if g.empty: continue
-        if len(g) == 1:
-            d, se = float(g["delta_mean"].iloc[0]), float(g["delta_se"].iloc[0])
-            out[k] = f"{100 * d:+.1f} ± {100 * se:.1f}" if se == se else f"{100 * d:+.1f}"
-        else:
-            out[k] = f"{100 * float(g['delta_mean'].mean()):+.1f}"
-    return out
+        one = len(g) == 1
+        out.append({**dict(zip(keys, k)), "delta": float(g["delta_mean"].mean()),
+                    "se": float(g["delta_se"].iloc[0]) if one else float("nan"), "delta_vs": str(g["delta_vs"].iloc[0]),
+                    "n_runs": int(g["n_runs"].iloc[0]) if "n_runs" in g else None})
+    return pd.DataFrame(out, columns=cols)
+
+def delta_cells(df: pd.DataFrame, keys: Sequence[str]) -> dict:
+    "{key tuple: '+1.1 ± 0.3'}: `cell_deltas` as the text a drawn table puts after each cell (points; no SE when unknown)."
+    return {tuple(r[k] for k in keys): f"{100 * r['delta']:+.1f}" + (f" ± {100 * r['se']:.1f}" if r["se"] == r["se"] else "")
+            for r in cell_deltas(df, keys).to_dict("records")}
 
 def pivot(df: pd.DataFrame, rows: Sequence[str], cols: Sequence[str], metric: str = "acc_final") -> pd.DataFrame:
     "A paper-style table of `'mean ± std'` strings, rows × cols."
@@ -504,9 +508,13 @@ def seed_frame(df: pd.DataFrame, keys: Sequence[str], metric: str = "acc_final")
             out.append({**{k: r.get(k) for k in keys}, "seed": None, "accuracy": 100 * float(r[f"{metric}_mean"])})
     return pd.DataFrame(out)
 
+def _cell_words(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
+    "Each row's values of `keys` in words (`sas.display_value`; IPC as 'IPC 50'), joined by commas."
+    return frame[list(keys)].apply(lambda r: ", ".join(f"IPC {v}" if k == "ipc" else display_value(k, v) for k, v in r.items()), axis=1)
+
 def _hue_labels(frame: pd.DataFrame, hues: Sequence[str], x: str) -> pd.Series:
     "One legend label per row: the hue values in words (`sas.display_value`), with the training runs behind each point."
-    lab = frame[list(hues)].apply(lambda r: ", ".join(f"IPC {v}" if k == "ipc" else display_value(k, v) for k, v in r.items()), axis=1)
+    lab = _cell_words(frame, hues)
     runs = frame.assign(_line=lab).groupby(["_line", x])["accuracy"].size().groupby(level=0).max()
     return lab + " (" + lab.map(runs).astype(str) + " runs per point)"
 
@@ -536,13 +544,10 @@ def plot_deltas(df: pd.DataFrame, spec: TableSpec, path: Path) -> Path | None:
     """The paired differences a table's runs reported (`delta_mean` ± `delta_se`, points) as a seaborn point plot,
     one point per cell, with the baseline at 0 on the same axis; None when the rows carry no paired difference."""
     keys = list(spec.rows) + list(spec.cols)
-    if "delta_mean" not in df: return None
-    own = [f"{m}/{s}" if s else str(m) for m, s in zip(df["method"], df.get("selector", pd.Series("", index=df.index)).fillna(""))]
-    d = df[np.array([o != str(v) for o, v in zip(own, df["delta_vs"])]) & df["delta_mean"].notna().to_numpy()].copy()
+    d = cell_deltas(df, keys)
     if d.empty: return None
-    d = d.drop_duplicates(subset=keys + ["delta_mean"])
-    d["cell"] = d[keys].apply(lambda r: ", ".join(f"IPC {v}" if k == "ipc" else display_value(k, v) for k, v in r.items()), axis=1)
-    d["Δ"], d["se"] = 100 * d["delta_mean"], 100 * d["delta_se"].fillna(0)
+    d["cell"] = _cell_words(d, keys)
+    d["Δ"], d["se"] = 100 * d["delta"], 100 * d["se"].fillna(0)
     import matplotlib; matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -642,8 +647,8 @@ _PAPER_ITEM = re.compile(r"^(\w+) ((?:Tables?|Figs?\.) [\d, and]*\d)")
 def _provenance(path: Path) -> list[tuple[str, bool]]:
     "(git sha, dirty) pairs of the records behind a provenance file (records CSV, long table, or a record JSON)."
     if not path.exists(): raise DataError(f"{path}: the gallery reads this file's records, but it is missing")
-    if path.suffix == ".json":
-        g = RunRecord.load(path).git if "out_dir" in path.read_text()[:200] else {}
+    if path.suffix == ".json":                             # a run record copied beside the figures
+        g = RunRecord.load(path).git
         return [(str(g.get("sha") or "?"), bool(g.get("dirty")))]
     df = pd.read_csv(path, dtype=str)                  # a SHA like 0416427647 is text, not a number
     if not {"git_sha", "git_dirty"} <= set(df): raise DataError(f"{path}: no git_sha / git_dirty columns")
@@ -705,3 +710,18 @@ def write_gallery(figures: str | os.PathLike | None = None) -> Path:
     path = figures / GALLERY_NAME
     with atomic_write(path) as f: f.write("\n".join(lines) + "\n")
     return path
+
+def publish_figures(files: dict, commits, figures: str | os.PathLike | None = None) -> list[Path]:
+    """Copy a study's outputs into `figures/` (`files`: {source path: name in figures/}), atomically, only when the
+    records behind them come from one clean commit (`commits`: their (git sha, dirty) pairs); otherwise ConfigError
+    naming the commits. The benchmarks' `--figures` go through here."""
+    commits = sorted({(str(s), str(d).lower() == "true") for s, d in commits})
+    if len(commits) != 1 or commits[0][1] or commits[0][0] in ("", "None"):
+        raise ConfigError(f"--figures: the records come from {commits} (commit, dirty); figures need one clean commit — "
+                         "commit, then rerun in a clean checkout")
+    figures, done = Path(figures or project_root() / "figures"), []
+    for src, name in files.items():
+        with atomic_write(figures / name, "wb") as f: f.write(Path(src).read_bytes())
+        done.append(figures / name)
+    print("wrote", ", ".join(str(d) for d in done))
+    return done

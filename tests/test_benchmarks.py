@@ -5,6 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ddrepro.core import ConfigError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -75,8 +77,8 @@ def test_publish_needs_one_clean_commit(tmp_path):
     for n in ("sensitivity_long.csv", "sensitivity_summary.csv", "sensitivity_random_real.csv", "sensitivity.png"):
         (tmp_path / n).write_text(n)
     long = pd.DataFrame(dict(git_sha=["a", "a"], git_dirty=[False, True]))
-    with pytest.raises(SystemExit, match="one clean commit"): m.publish(tmp_path, tmp_path / "fig", long)
-    with pytest.raises(SystemExit, match="one clean commit"): m.publish(tmp_path, tmp_path / "fig", long.assign(git_sha=["a", "b"], git_dirty=False))
+    with pytest.raises(ConfigError, match="one clean commit"): m.publish(tmp_path, tmp_path / "fig", long)
+    with pytest.raises(ConfigError, match="one clean commit"): m.publish(tmp_path, tmp_path / "fig", long.assign(git_sha=["a", "b"], git_dirty=False))
     out = m.publish(tmp_path, tmp_path / "fig", long.assign(git_dirty=False))
     assert [p.name for p in out][0] == "eval_sensitivity_long.csv" and out[3].read_text() == "sensitivity.png"
 
@@ -107,7 +109,9 @@ def test_sweep_smoke_run(tmp_path, monkeypatch):
     sel = df[df["set"] == "SAS selection"]
     assert sel["trained_delta"].notna().all() and (sel["trained_runs"] == 2).all()
     assert all((tmp_path / f).exists() for f in ("sweep.csv", "sweep.md", "sweep.png", "record.json"))
-    assert "Chosen by the rule" in (tmp_path / "sweep.md").read_text() or "No scale passes" in (tmp_path / "sweep.md").read_text()
+    md = (tmp_path / "sweep.md").read_text()
+    assert chosen == _sweep().choose(df)                              # the printed choice is the rule's on these rows
+    assert (f"the teacher labels ≥ 80% correct): CFG {chosen:g}." in md) if chosen is not None else ("No scale passes" in md)
 
 
 # ---------------------------------------------------------------- SAS §4.8 overhead
@@ -118,4 +122,6 @@ def test_overhead_smoke_run(tmp_path):
     df = mod.main(["--smoke", "--threads", "1", "--out", str(tmp_path)])
     assert list(df["pool images"]) == [40, 2000] and (df["generation s"] > 0).all()
     assert df["scoring / generation"].iloc[1] == round(18 / 2100, 4)          # the paper's row is the paper's numbers
+    ours = df.iloc[0]
+    assert ours["scoring / generation"] == pytest.approx(ours["scoring s"] / ours["generation s"], rel=0.05)   # from unrounded seconds
     assert (tmp_path / "overhead.md").read_text().startswith("### SAS §4.8 overhead")
