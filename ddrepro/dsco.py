@@ -10,8 +10,11 @@ import hashlib
 import json
 import math
 import numbers
+import os
+import re
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,8 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import ConfigError, DataError, atomic_write, derive_seed, progress
-from .diffusion import decode_latents, eval_mode, make_scheduler, sample_dit
+from .core import ConfigError, DataError, RunConfig, atomic_write, derive_seed, progress, project_root
+from .data import DATASETS, ClassMap, ImageSet, save_image_set, to_uint8
+from .students import STUDENTS, predict_logits
+from .diffusion import decode_latents, encode_latents, eval_mode, generators_for, make_scheduler, sample_dit
+from .evaluate import EvalSettings, eval_config, train_student
 
 # %% auto #0
 __all__ = ['PROJECTORS', 'PROB_TOL', 'PAIRINGS', 'MODES', 'INITS', 'DOPED_META', 'SYNTH_MODES', 'DSCO_BASELINES', 'DELTA_VS',
@@ -29,7 +35,7 @@ __all__ = ['PROJECTORS', 'PROB_TOL', 'PAIRINGS', 'MODES', 'INITS', 'DOPED_META',
            'projector_features', 'diffused_count', 'AlignTarget', 'align_target', 'align_loss_to', 'align_loss',
            'channel_mean', 'channel_std', 'cross_normalize', 'occupation_loss', 'stats_loss', 'df_align_loss',
            'DopeTrigger', 'dope_trigger', 'confusion_score', 'nopt_loss', 'DAAlign', 'DFAlign', 'latin_normal',
-           'DiffusedTarget', 'NOptNoise', 'TemplateStats', 'model_fingerprint', 'template_stats_path',
+           'DiffusedTarget', 'NOptNoise', 'TemplateStats', 'tensor_digest', 'model_fingerprint', 'template_stats_path',
            'record_template_stats', 'load_template_stats', 'make_template_stats', 'TemplateTarget', 'NOptConfig',
            'NOptResult', 'nopt_sample', 'DopingScores', 'score_real', 'doping_order', 'doping_count', 'dope_indices',
            'images_fingerprint', 'doping_student', 'dope', 'write_doped_set', 'class_latents', 'synthesize_set',
@@ -494,13 +500,17 @@ class TemplateStats:
                             f"(recorded with num_steps={self.meta.get('num_steps')})")
         return self.mean[step], self.std[step]
 
-def model_fingerprint(model: nn.Module) -> str:
-    "SHA-256 (16 hex) of a model's state dict: names, dtypes, shapes and bytes, in name order."
+def tensor_digest(named) -> str:
+    "SHA-256 (16 hex) of `(name, tensor)` pairs in order: each name, dtype, shape and bytes — the cache keys of this module."
     h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        v = v.detach().cpu().contiguous()
+    for k, v in named:
+        v = torch.as_tensor(v).detach().cpu().contiguous()
         h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode()); h.update(v.flatten().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+def model_fingerprint(model: nn.Module) -> str:
+    "`tensor_digest` of a model's state dict in name order: which weights made a cached template."
+    return tensor_digest(sorted(model.state_dict().items()))
 
 def _latent_shape(dit) -> tuple[int, int, int]:
     size = dit.config.sample_size
@@ -740,12 +750,6 @@ def nopt_sample(dit, vae, label: int, ipc: int, *, seed: int = 0, seeds: Sequenc
     return NOptResult(images, z, label, seeds, hook.history, settings)
 
 # %% ../nbs/11_dsco.ipynb #da465b27
-import shutil
-from .data import DATASETS, ClassMap, ImageSet, save_image_set, to_uint8
-from .students import STUDENTS, predict_logits
-from .diffusion import encode_latents, generators_for
-from .evaluate import eval_config, train_student
-
 def _check_head(name: str, logits: torch.Tensor, num_classes: int) -> None:
     if logits.ndim != 2 or logits.shape[1] != num_classes:
         raise ConfigError(f"{name} has {logits.shape[-1]} outputs but the class map has {num_classes} classes; expected one "
@@ -809,12 +813,8 @@ def dope_indices(order, budget: int, base_ipc: int, num_classes: int) -> np.ndar
 
 # %% ../nbs/11_dsco.ipynb #2f13f641
 def images_fingerprint(images: torch.Tensor, labels=None) -> str:
-    "SHA-256 (16 hex) of an image tensor's dtype, shape and bytes (and of `labels` when given)."
-    h = hashlib.sha256()
-    for t in (images,) if labels is None else (images, torch.as_tensor(labels)):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode()); h.update(t.flatten().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
+    "`tensor_digest` of an image tensor (and of `labels` when given): which images a cached score table was made from."
+    return tensor_digest([("images", images)] + ([("labels", labels)] if labels is not None else []))
 
 def _in_memory(s: ImageSet, size: int | None, what: str) -> ImageSet:
     if not isinstance(s, ImageSet):
@@ -953,12 +953,6 @@ def synthesize_set(dit, vae, class_map: ClassMap, ipc: int, mode: str = "da", *,
     return ImageSet(class_map, labels, images=torch.cat(images), source=dict(kind=f"dsco_{mode}", ipc=ipc, seed=seed)), settings
 
 # %% ../nbs/11_dsco.ipynb #ce252819
-import os
-import re
-from dataclasses import field
-from .core import RunConfig, project_root
-from .evaluate import EvalSettings
-
 DSCO_BASELINES = ("random_real", "full_data")
 DELTA_VS = {"random_real": ("random", ""), "dit": ("dit", "")}   # delta_vs → the (method, selector) of its rows
 SET_NAMES = {"da": "dsco", "df": "dfdsco", "off": "dit"}          # mode → method name of its rows and folder
