@@ -125,3 +125,37 @@ def test_overhead_smoke_run(tmp_path):
     ours = df.iloc[0]
     assert ours["scoring / generation"] == pytest.approx(ours["scoring s"] / ours["generation s"], rel=0.05)   # from unrounded seconds
     assert (tmp_path / "overhead.md").read_text().startswith("### SAS §4.8 overhead")
+
+
+# ---------------------------------------------------------------- DsCo embedded preset curve
+def _preset():
+    spec = importlib.util.spec_from_file_location("dsco_preset_curve", ROOT / "benchmarks" / "dsco_preset_curve.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def test_mmd_by_hand_and_preset_rule():
+    m = _preset()
+    x, y = [[0.0], [1.0]], [[0.0], [2.0]]
+    k = lambda d: __import__("math").exp(-d * d / 2)                 # bandwidth 1
+    want = (k(1) * 2) / 2 + (k(2) * 2) / 2 - 2 * (k(0) + k(2) + k(1) + k(1)) / 4
+    assert m.mmd2_unbiased(x, y, 1.0) == pytest.approx(want)
+    assert m.mmd2_unbiased(x, x, 1.0) < 0                           # unbiased: can go below 0 for equal small sets
+    curve = pd.DataFrame([dict(kind="dit", iters=0, real_per_class=None, s_per_image=0.1, d_mmd2=0.0),
+                          dict(kind="nopt", iters=5, real_per_class=500, s_per_image=2.0, d_mmd2=-0.095),
+                          dict(kind="nopt", iters=20, real_per_class=500, s_per_image=3.0, d_mmd2=-0.100),
+                          dict(kind="nopt", iters=20, real_per_class=100, s_per_image=1.0, d_mmd2=-0.050)])
+    c = m.choose_preset(curve, 0.9)                                  # 0.095 ≥ 0.9·0.1; 0.05 is not
+    assert (c["iters"], c["real_per_class"]) == (5, 500) and c["best_d_mmd2"] == pytest.approx(-0.1)
+    assert m.choose_preset(curve.assign(d_mmd2=curve.d_mmd2.abs()), 0.9) is None     # nothing reduces MMD²
+
+
+@pytest.mark.slow
+def test_preset_curve_smoke_run(tmp_path):
+    curve, choice = _preset().main(["--smoke", "--threads", "1", "--out", str(tmp_path)])
+    assert list(curve.kind) == ["dit", "lhs", "nopt", "nopt", "real"] and (curve.classes == 2).all()
+    assert curve.loc[curve.kind == "dit", "d_mmd2"].item() == 0 and (curve.loc[curve.kind == "nopt", "s_per_image"] > 0).all()
+    assert choice == _preset().choose_preset(curve, 0.9)
+    md = (tmp_path / "curve.md").read_text()
+    assert md.startswith("### DsCo embedded preset") and (("**Chosen**" in md) == (choice is not None))
+    assert all((tmp_path / f).exists() for f in ("curve.csv", "curve_long.csv", "curve.png", "record.json"))
