@@ -159,3 +159,36 @@ def test_preset_curve_smoke_run(tmp_path):
     md = (tmp_path / "curve.md").read_text()
     assert md.startswith("### DsCo embedded preset") and (("**Chosen**" in md) == (choice is not None))
     assert all((tmp_path / f).exists() for f in ("curve.csv", "curve_long.csv", "curve.png", "record.json"))
+
+
+# ---------------------------------------------------------------- DsCo synthesis cost (Table 12)
+def _cost():
+    spec = importlib.util.spec_from_file_location("dsco_cost", ROOT / "benchmarks" / "dsco_cost.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cost_paper_ratios_are_table12s():
+    m = _cost()
+    assert m.paper_ratios(10) == {"ipc": 10, "DsCo": 28 / 7, "DFDsCo": 15 / 7}
+    assert m.paper_ratios(40)["ipc"] == 50 and m.paper_ratios(40)["DsCo"] == pytest.approx(62 / 35)
+    rows = [dict(method="DiT†", s_per_image=0.5, prep_s_per_class=0.0, peak_mb=100.0, peak_over_loaded_mb=10.0),
+            dict(method="DsCo", s_per_image=2.0, prep_s_per_class=3.0, peak_mb=200.0, peak_over_loaded_mb=20.0)]
+    t = m.table(rows, 10)
+    assert t.loc["DsCo", "× DiT†"] == 4.0 and t.loc["DiT†", "× DiT†"] == 1.0
+
+
+def test_cost_bad_arguments_fail_before_loading_anything():
+    with pytest.raises(ConfigError, match="--ipc 1: expected an integer ≥ 2"):
+        _cost().main(["--ipc", "1", "--iters", "5", "--real-per-class", "10"])
+    with pytest.raises(ConfigError, match="--paper-scale needs --data-root"):
+        _cost().main(["--paper-scale"])
+
+
+@pytest.mark.slow
+def test_cost_smoke_run(tmp_path):
+    df = _cost().main(["--smoke", "--threads", "1", "--out", str(tmp_path)])
+    assert list(df.index) == ["DiT†", "DsCo", "DFDsCo"] and (df["s / image"] > 0).all()
+    assert df.loc["DsCo", "× DiT†"] == pytest.approx(df.loc["DsCo", "s / image"] / df.loc["DiT†", "s / image"], rel=0.05)
+    assert df.loc["DsCo", "preparation s / class"] > 0 and df.loc["DFDsCo", "preparation s / class"] > 0
+    assert (tmp_path / "cost.md").read_text().startswith("### DsCo synthesis cost, embedded")
