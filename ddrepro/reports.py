@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import yaml
 import pandas as pd
 
 from .evaluate import evaluate_set
@@ -159,8 +160,12 @@ def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
     if "acc_best_mean" in df:
         out["best (selected on test set) %"] = [fmt_mean_std(m, s) for m, s in zip(df["acc_best_mean"], df["acc_best_std"])]
     if "delta_mean" in df:
-        out[f"Δ vs {delta_label(df['delta_vs'].iloc[0])} (paired) ± SE, points"] = [
-            f"{100 * m:+.1f} ± {100 * s:.1f}" if s == s else f"{100 * m:+.1f}" for m, s in zip(df["delta_mean"], df["delta_se"])]
+        vs = df["delta_vs"].dropna().unique() if "delta_vs" in df else []
+        head = f"Δ vs {delta_label(vs[0])} (paired) ± SE, points" if len(vs) == 1 else "Δ (paired) ± SE, points"
+        out[head] = [f"{100 * m:+.1f} ± {100 * s:.1f}" if s == s else (f"{100 * m:+.1f}" if m == m else "")
+                     for m, s in zip(df["delta_mean"], df["delta_se"])]
+        if len(vs) > 1:                                   # rows paired against different baselines name theirs
+            out["Δ against"] = [delta_label(v) if isinstance(v, str) else "" for v in df["delta_vs"]]
     if "n_runs" in df: out["runs"] = df["n_runs"]
     if "seeds" in df: out["training seeds"] = [", ".join(map(str, s)) if isinstance(s, (list, tuple)) else "" for s in df["seeds"]]
     if "settings" in df: out["evaluator settings"] = df["settings"]
@@ -341,7 +346,8 @@ def papermill_command(spec: TableSpec, cell: dict, out_dir: Path) -> list[str]:
     cmd = [sys.executable, "-m", "papermill", str(nb), str(out_dir / Path(spec.notebook).name),
            "-f", str(spec.path), "--cwd", str(project_root())]
     for k, v in {**cell_extra_params(spec, cell), **cell, "out_dir": str(out_dir)}.items():
-        cmd += ["-p", k, str(v)] if not isinstance(v, (list, dict)) else ["-y", f"{k}: {v!r}"]
+        # lists and mappings as YAML (a Python repr would turn 5e-05 into the string '5e-05' for PyYAML)
+        cmd += ["-p", k, str(v)] if not isinstance(v, (list, dict)) else ["-y", yaml.safe_dump({k: v}, default_flow_style=True, width=10**6).strip()]
     return cmd
 
 # %% ../nbs/20_reports.ipynb #7f81b15d

@@ -159,3 +159,19 @@ def test_the_gallery_lists_every_figure_and_every_entry_has_its_files():
         assert (figures / link).is_file(), f"figures/{GALLERY_NAME} links {link}, which is not in figures/"
     for e in entries:
         assert e["command"] and e["scale"] in ("embedded", "paper") and "commit" in e["records"]
+
+
+def test_papermill_command_passes_mappings_and_lists_as_yaml_with_their_types(tmp_path):
+    import yaml
+    from ddrepro.reports import papermill_command
+    p = tmp_path / "t.yaml"
+    p.write_text("dataset: fashion_mnist\ntable:\n  notebook: nbs/run_dsco.ipynb\n"
+                 "  grid: {nopt_overrides: [{lam_align: 5.0e-5}], doping_budgets: [[50, 200]]}\n  rows: [set]\n  cols: [ipc]\n")
+    spec = load_table_spec(str(p))
+    cell = table_cells(spec)[0]
+    cmd = papermill_command(spec, cell, tmp_path / "out")
+    ys = [yaml.safe_load(cmd[i + 1]) for i, a in enumerate(cmd) if a == "-y"]
+    assert {"nopt_overrides": {"lam_align": 5e-05}} in ys and {"doping_budgets": [50, 200]} in ys
+    nopt = next(y["nopt_overrides"] for y in ys if "nopt_overrides" in y)
+    assert isinstance(nopt["lam_align"], float)                    # not the string '5e-05'
+    assert yaml.safe_load(repr(5e-05)) == "5e-05"                  # why a repr would not do

@@ -53,7 +53,15 @@ def test_run_dsco_embedded_smoke(tmp_path):
     assert meta["real"] == 10 and meta["base_ipc"] == 2 and len(meta["real_indices"]) == 10
     assert rec["stages"]["doping"]["scored"] == 300 and rec["stages"]["doping"]["from_cache"] is False
     dr = rows[rows.selector == "ipc3"]
-    assert sorted(dr.set) == ["DsCo + Doping (ipc3)", "random real (ipc3)"] and (dr.delta_vs == "random/ipc3").all()
+    assert sorted(dr.set) == ["DsCo + Doping", "random real"] and (dr.delta_vs == "random/ipc3").all() and (dr.budget == 3).all()
+    assert rec["results"]["dope_trigger_point"] == dict(ipc=2, n_recognized=rec["results"]["dope_trigger_point"]["n_recognized"], n_scored=300)
+    # a rerun into the same folder resumes: the three finished sets are reused, not synthesised again
+    r = _papermill(tmp_path, "-p", "ipc", "2", "-p", "num_steps", "4", "-p", "iters", "2", "-p", "n_temp", "4",
+                   "-p", "real_per_class", "20", "-p", "repeats", "1", "-y", "eval_overrides: {epochs: 2}",
+                   "-p", "template_dir", str(tmp_path / "templates"), "-p", "out_dir", str(out))
+    assert r.returncode == 0, r.stderr[-4000:]
+    rec2 = json.loads((out / "record.json").read_text())
+    assert all(rec2["stages"][f"synthesize_{n}"].get("from_cache") for n in ("dsco", "dfdsco", "dit"))
     assert {"dit", "vae", "doping_teacher"} <= set(rec["assets"])
 
 
