@@ -147,9 +147,13 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, match: dict, metric: s
 # %% ../nbs/20_reports.ipynb #8bcd34c7
 ROW_KEYS = ("set", "student", "dataset", "method", "selector", "model", "ipc", "protocol", "preset")
 
-def delta_label(delta_vs: str) -> str:
-    "The `delta_vs` of paired rows ('minimax/A', 'random') in words (`sas.set_label`)."
+def delta_label(delta_vs: str, rows: pd.DataFrame | None = None) -> str:
+    """The `delta_vs` of paired rows ('minimax/A', 'random') in words: the baseline's own `set` name when `rows` name
+    their sets (DsCo's 'DiT†'), else `sas.set_label`."""
     method, _, selector = str(delta_vs).partition("/")
+    if rows is not None and {"set", "method", "selector"} <= set(rows):
+        own = rows.loc[(rows["method"] == method) & (rows["selector"].fillna("") == selector), "set"].dropna()
+        if len(own): return str(own.iloc[0]) + (f" ({selector})" if selector else "")
     return set_label(method, selector)
 
 def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
@@ -161,11 +165,11 @@ def results_frame(rows: Sequence[dict]) -> pd.DataFrame:
         out["best (selected on test set) %"] = [fmt_mean_std(m, s) for m, s in zip(df["acc_best_mean"], df["acc_best_std"])]
     if "delta_mean" in df:
         vs = df["delta_vs"].dropna().unique() if "delta_vs" in df else []
-        head = f"Δ vs {delta_label(vs[0])} (paired) ± SE, points" if len(vs) == 1 else "Δ (paired) ± SE, points"
+        head = f"Δ vs {delta_label(vs[0], df)} (paired) ± SE, points" if len(vs) == 1 else "Δ (paired) ± SE, points"
         out[head] = [f"{100 * m:+.1f} ± {100 * s:.1f}" if s == s else (f"{100 * m:+.1f}" if m == m else "")
                      for m, s in zip(df["delta_mean"], df["delta_se"])]
         if len(vs) > 1:                                   # rows paired against different baselines name theirs
-            out["Δ against"] = [delta_label(v) if isinstance(v, str) else "" for v in df["delta_vs"]]
+            out["Δ against"] = [delta_label(v, df) if isinstance(v, str) else "" for v in df["delta_vs"]]
     if "n_runs" in df: out["runs"] = df["n_runs"]
     if "seeds" in df: out["training seeds"] = [", ".join(map(str, s)) if isinstance(s, (list, tuple)) else "" for s in df["seeds"]]
     if "settings" in df: out["evaluator settings"] = df["settings"]
@@ -467,7 +471,7 @@ def draw_table(spec: TableSpec, root: str | os.PathLike | None = None, out: str 
              runs_note(df) + (" A cell drawn from several results (the draws of random from the pool, or several records) "
                               "shows mean ± std over their means." if several else ""),
              *(f"Evaluator {x}." for x in settings),
-             *([f"(Δ …): the cell's paired difference to {', '.join(delta_label(v) for v in sorted(set(df['delta_vs'].dropna())))} "
+             *([f"(Δ …): the cell's paired difference to {', '.join(delta_label(v, df) for v in sorted(set(df['delta_vs'].dropna())))} "
                 "in points ± SE, reported by its run over shared training seeds (SE over the baseline's draws when it has several)."]
                if deltas else []),
              *([f"Columns marked 'cited' are the paper's printed numbers ({spec.paper}), not run here."] if len(cited) else []),
@@ -561,7 +565,7 @@ def plot_deltas(df: pd.DataFrame, spec: TableSpec, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(d) + 1.4))
     sns.pointplot(d, x="Δ", y="cell", linestyle="none", errorbar=None, ax=ax, color="C0")
     ax.errorbar(d["Δ"], range(len(d)), xerr=d["se"], fmt="none", ecolor="C0", capsize=3)
-    base = ", ".join(delta_label(v) for v in sorted(set(d["delta_vs"])))
+    base = ", ".join(delta_label(v, df) for v in sorted(set(d["delta_vs"])))
     ax.axvline(0, color="grey", ls="--", lw=1, label=f"baseline: {base}")
     n = sorted({int(v) for v in d.get("n_runs", pd.Series(dtype=float)).dropna()})
     ax.set_xlabel(f"paired difference to the baseline (points, ± SE over {'/'.join(map(str, n)) or '?'} training runs)")

@@ -175,3 +175,10 @@ def test_papermill_command_passes_mappings_and_lists_as_yaml_with_their_types(tm
     nopt = next(y["nopt_overrides"] for y in ys if "nopt_overrides" in y)
     assert isinstance(nopt["lam_align"], float)                    # not the string '5e-05'
     assert yaml.safe_load(repr(5e-05)) == "5e-05"                  # why a repr would not do
+
+
+def test_delta_label_uses_the_baselines_own_set_name_when_rows_have_one():
+    from ddrepro.reports import delta_label
+    rows = pd.DataFrame([dict(method="dit", selector="", set="DiT†"), dict(method="random", selector="ipc50", set="random real")])
+    assert delta_label("dit", rows) == "DiT†" and delta_label("random/ipc50", rows) == "random real (ipc50)"
+    assert delta_label("dit") == delta_label("dit", rows.drop(columns="set")) != "DiT†"     # SAS's wording otherwise
