@@ -643,6 +643,14 @@ GALLERY_STUDIES = {      # figures/ prefix → what it is, how it is regenerated
         title="Embedded SAS pool: guidance-scale sweep (chooses the embedded pool's CFG)",
         reproduces="none (this project's choice of the embedded SAS pool; see SAS Table 4 / Fig. 5 for the paper's pool studies)",
         scale="embedded", command="python benchmarks/pool_cfg_sweep.py --figures", provenance="sas_embedded_pool_sweep_record.json"),
+    "dsco_embedded_preset_curve": dict(
+        title="Embedded DsCo preset: NOpt quality vs time (iterations × real images per class; chooses the embedded preset)",
+        reproduces="none (this project's choice of the embedded NOpt preset; the paper runs 200 iterations)", scale="embedded",
+        command="python benchmarks/dsco_preset_curve.py --figures", provenance="dsco_embedded_preset_curve_record.json"),
+    "dsco_embedded_cost": dict(
+        title="DsCo synthesis cost: seconds per image and peak memory of DsCo, DFDsCo and DiT†, Table 12's ratios beside",
+        reproduces="DsCo Table 12 (arXiv:2603.27987)", scale="embedded",
+        command="python benchmarks/dsco_cost.py --figures", provenance="dsco_embedded_cost_record.json"),
     "sas_embedded_overhead": dict(
         title="SAS §4.8 overhead: scoring and selection seconds beside generating the same pool",
         reproduces="SAS §4.8 (arXiv:2605.18012)", scale="embedded",
