@@ -651,6 +651,10 @@ GALLERY_STUDIES = {      # figures/ prefix → what it is, how it is regenerated
         title="DsCo synthesis cost: seconds per image and peak memory of DsCo, DFDsCo and DiT†, Table 12's ratios beside",
         reproduces="DsCo Table 12 (arXiv:2603.27987)", scale="embedded",
         command="python benchmarks/dsco_cost.py --figures", provenance="dsco_embedded_cost_record.json"),
+    "dsco_embedded_dope_trigger": dict(
+        title="DsCo Dope Trigger (Eq. 30): real images recognised by a student trained on the DsCo set at each IPC",
+        reproduces="DsCo §4.2.1 (arXiv:2603.27987; the paper prints no table of it)", scale="embedded",
+        command="python benchmarks/dsco_dope_trigger.py --figures", provenance="dsco_embedded_dope_trigger_record.json"),
     "sas_embedded_overhead": dict(
         title="SAS §4.8 overhead: scoring and selection seconds beside generating the same pool",
         reproduces="SAS §4.8 (arXiv:2605.18012)", scale="embedded",

@@ -192,3 +192,35 @@ def test_cost_smoke_run(tmp_path):
     assert df.loc["DsCo", "× DiT†"] == pytest.approx(df.loc["DsCo", "s / image"] / df.loc["DiT†", "s / image"], rel=0.05)
     assert df.loc["DsCo", "preparation s / class"] > 0 and df.loc["DFDsCo", "preparation s / class"] > 0
     assert (tmp_path / "cost.md").read_text().startswith("### DsCo synthesis cost, embedded")
+
+
+# ---------------------------------------------------------------- DsCo Dope Trigger (Eq. 30)
+def _trigger():
+    spec = importlib.util.spec_from_file_location("dsco_dope_trigger", ROOT / "benchmarks" / "dsco_dope_trigger.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def test_trigger_sets_argument():
+    m = _trigger()
+    assert m.parse_sets("10=a, 50=b/c") == {10: Path("a"), 50: Path("b/c")}
+    for bad, msg in (("10=a", "at least two"), ("50=a,10=b", "increasing"), ("ten=a,50=b", "IPC=folder")):
+        with pytest.raises(ConfigError, match=msg): m.parse_sets(bad)
+
+
+@pytest.mark.slow
+def test_trigger_smoke_run(tmp_path):
+    from ddrepro.data import load_real, save_image_set
+    from ddrepro.evaluate import random_real_subset
+    real = load_real("fashion_mnist", "train")
+    folders = {}
+    for m in (2, 3):                                                  # any image sets stand in for DsCo sets here
+        s = random_real_subset(real, m, seed=5, cache_dir=tmp_path / "idx").load(32)
+        save_image_set(s.images, s.labels, tmp_path / f"set{m}", s.class_map)
+        folders[m] = tmp_path / f"set{m}"
+    df, trig = _trigger().main(["--sets", ",".join(f"{m}={p}" for m, p in folders.items()), "--real-per-class", "20",
+                                "--eval-overrides", "{epochs: 2}", "--threads", "1", "--out", str(tmp_path / "out")])
+    assert list(df.ipc) == [2, 3] and (df.n_scored == 200).all() and len(trig.gains) == 1
+    assert trig.gains[0] == pytest.approx((df.n_recognized[1] - df.n_recognized[0]) / 10)
+    md = (tmp_path / "out" / "trigger.md").read_text()
+    assert ("Trigger on from IPC 2" in md) == bool(trig.on[0])
