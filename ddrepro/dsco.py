@@ -24,22 +24,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import ConfigError, DataError, RunConfig, atomic_write, derive_seed, progress, project_root
-from .data import DATASETS, ClassMap, ImageSet, save_image_set, to_uint8
+from .data import DATASETS, ClassMap, ImageSet, save_image_set, to_float01, to_uint8
 from .students import STUDENTS, predict_logits
 from .diffusion import decode_latents, encode_latents, eval_mode, generators_for, make_scheduler, sample_dit
 from .evaluate import EvalSettings, eval_config, train_student
 
 # %% auto #0
-__all__ = ['PROJECTORS', 'PROB_TOL', 'PAIRINGS', 'MODES', 'INITS', 'DOPED_META', 'SYNTH_MODES', 'DSCO_BASELINES', 'DELTA_VS',
-           'SET_NAMES', 'RUN_NOPT_FIELDS', 'absn2', 'reality_loss', 'ProjectorConfig', 'GroupedProjector',
-           'projector_features', 'diffused_count', 'AlignTarget', 'align_target', 'align_loss_to', 'align_loss',
-           'channel_mean', 'channel_std', 'cross_normalize', 'occupation_loss', 'stats_loss', 'df_align_loss',
-           'DopeTrigger', 'dope_trigger', 'confusion_score', 'nopt_loss', 'DAAlign', 'DFAlign', 'latin_normal',
-           'DiffusedTarget', 'NOptNoise', 'TemplateStats', 'tensor_digest', 'model_fingerprint', 'template_stats_path',
+__all__ = ['PROJECTORS', 'PROB_TOL', 'PAPER_TABLE13', 'PAIRINGS', 'MODES', 'INITS', 'DOPED_META', 'SYNTH_MODES', 'DSCO_BASELINES',
+           'DELTA_VS', 'SET_NAMES', 'RUN_NOPT_FIELDS', 'PICKS', 'absn2', 'reality_loss', 'ProjectorConfig',
+           'GroupedProjector', 'projector_features', 'diffused_count', 'AlignTarget', 'align_target', 'align_loss_to',
+           'align_loss', 'channel_mean', 'channel_std', 'cross_normalize', 'occupation_loss', 'stats_loss',
+           'df_align_loss', 'DopeTrigger', 'dope_trigger', 'confusion_score', 'nopt_loss', 'DAAlign', 'DFAlign',
+           'latin_normal', 'occupied_regions', 'expected_occupied', 'occupied_std', 'table13_frame', 'DiffusedTarget',
+           'NOptNoise', 'TemplateStats', 'tensor_digest', 'model_fingerprint', 'template_stats_path',
            'record_template_stats', 'load_template_stats', 'make_template_stats', 'TemplateTarget', 'NOptConfig',
            'NOptResult', 'nopt_sample', 'DopingScores', 'score_real', 'doping_order', 'doping_count', 'dope_indices',
            'images_fingerprint', 'doping_student', 'dope', 'write_doped_set', 'class_latents', 'synthesize_set',
-           'DsCoConfig']
+           'DsCoConfig', 'plot_class_grids', 'LatentTSNE', 'latent_tsne', 'plot_latent_tsne',
+           'confusion_ordered_indices', 'plot_confusion_ordered', 'group_distance_matrix', 'plot_group_distances']
 
 # %% ../nbs/11_dsco.ipynb #fb790965
 def absn2(x: torch.Tensor) -> torch.Tensor:
@@ -382,6 +384,48 @@ def latin_normal(n: int, shape: Sequence[int], generator: torch.Generator | None
     v = (math.sqrt(2.0) * torch.erfinv(2 * u - 1)).to(torch.float32).transpose(1, 2).reshape(b, n, *shape)
     return v[0] if batch is None else v
 
+# %% ../nbs/11_dsco.ipynb #ee3c1183
+PAPER_TABLE13 = {10: (6.5, 1.0), 50: (31.7, 2.2), 100: (63.4, 3.2)}   # App. B, Table 13: N → (mean, std), n_exp = 500
+
+def occupied_regions(n: int, n_exp: int = 500, seed: int = 0) -> tuple[float, float]:
+    """App. B, Table 13: in each of `n_exp` experiments draw n integers uniform in [0, n) (the paper's
+    `torch.randint(N, (n_exp, N))`, from a CPU generator seeded with `seed`) and count the distinct values, i.e. the
+    regions of n hit by n random noises → (mean, std) of that count over the experiments (std ÷ (n_exp − 1), torch's)."""
+    n = _positive_int("n", n)
+    if isinstance(n_exp, bool) or not isinstance(n_exp, numbers.Integral) or n_exp < 2:
+        raise ConfigError(f"n_exp={n_exp!r}: expected an integer ≥ 2 (a std needs two experiments)")
+    rands = torch.randint(n, (int(n_exp), n), generator=torch.Generator().manual_seed(int(seed)))
+    k = torch.zeros(int(n_exp), n, dtype=torch.bool).scatter_(1, rands, True).sum(1).double()
+    return k.mean().item(), k.std().item()
+
+def expected_occupied(n: int) -> float:
+    """App. B in closed form: E[#occupied] = n·(1 − (1 − 1/n)^n) of n equal regions hit by n uniform draws (a region is
+    missed by every draw with probability (1 − 1/n)^n) → float; (1 − 1/e)·n ≈ 0.632·n for large n."""
+    n = _positive_int("n", n)
+    return n * (1 - (1 - 1 / n) ** n)
+
+def occupied_std(n: int) -> float:
+    """Closed-form std of the number of occupied regions: with a = (1 − 1/n)^n (a given region empty) and
+    b = (1 − 2/n)^n (two given regions empty), Var = n·a + n(n − 1)·b − (n·a)² (that of the empty count) → √Var."""
+    n = _positive_int("n", n)
+    a, b = (1 - 1 / n) ** n, (1 - 2 / n) ** n
+    return math.sqrt(max(n * a + n * (n - 1) * b - (n * a) ** 2, 0.0))
+
+# %% ../nbs/11_dsco.ipynb #20f2087a
+def table13_frame(ns: Sequence[int] = (10, 50, 100), n_exp: int = 500, seed: int = 0):
+    """Table 13 (App. B) beside its reproduction → pandas DataFrame, rows "mean", "std"; columns (N, source), source ∈
+    "paper" (printed, 0.1 precision; NaN for an N it does not list), "MC" (`occupied_regions(N, n_exp, seed)`) and
+    "closed form" (`expected_occupied`, `occupied_std`). Counts of occupied regions out of N."""
+    import pandas as pd
+    cols, vals = [], []
+    for n in ns:
+        n = _positive_int("n", n)
+        for src, v in (("paper", PAPER_TABLE13.get(n, (float("nan"), float("nan")))), ("MC", occupied_regions(n, n_exp, seed)),
+                       ("closed form", (expected_occupied(n), occupied_std(n)))):
+            cols.append((n, src)); vals.append(v)
+    return pd.DataFrame(np.array(vals, dtype=np.float64).T, index=["mean", "std"],
+                        columns=pd.MultiIndex.from_tuples(cols, names=["N", "source"]))
+
 # %% ../nbs/11_dsco.ipynb #65973710
 PAIRINGS = ("code", "matched")
 
@@ -670,6 +714,8 @@ class NOptConfig:
             raise ConfigError(f"projector_seed={self.projector_seed!r}: expected 'per_class' or an integer")
         if isinstance(self.iters, bool) or not isinstance(self.iters, numbers.Integral) or self.iters < 0:
             raise ConfigError(f"iters={self.iters!r}: expected a non-negative integer")
+        if self.n_diff is not None and (isinstance(self.n_diff, bool) or not isinstance(self.n_diff, numbers.Integral) or self.n_diff < 1):
+            raise ConfigError(f"n_diff={self.n_diff!r}: expected None (diffused_count) or a positive integer, a multiple of IPC")
 
     @property
     def initial(self) -> str:
@@ -852,6 +898,10 @@ def dope(base: ImageSet, real: ImageSet, teacher: nn.Module, budgets: Sequence[i
         raise DataError(f"base set has {per} images per class; expected the same base IPC for every class")
     base_ipc = per[0]
     for b in budgets: doping_count(b, base_ipc, C)                      # bad budgets fail before any training
+    if teacher is None:
+        raise ConfigError("dope: teacher=None; Eq. 31 scores every real image against the teacher φ_T's class c_T, so "
+                          "Doping needs a teacher under either protocol")
+    _check_head("teacher", predict_logits(teacher, base.images[:2], device=device), C)   # so does a wrong head
     real = _in_memory(real, base.images.shape[-1], "real")
     if real.class_map.dataset != cm.dataset or len(real.class_map) != C:
         raise DataError(f"real set is {real.class_map.dataset} ({len(real.class_map)} classes) but the base set is {cm.dataset} ({C})")
@@ -940,6 +990,16 @@ def synthesize_set(dit, vae, class_map: ClassMap, ipc: int, mode: str = "da", *,
     if mode == "da" and real_latents is None: raise ConfigError("mode='da' needs real_latents (class_latents(vae, real))")
     if mode == "df" and template_dir is None: raise ConfigError("mode='df' needs template_dir (where template statistics are cached)")
     cfg = NOptConfig(**{**nopt, **(dict(mode="da", iters=0, init="randn") if mode == "off" else dict(mode=mode))})
+    ipc = _positive_int("ipc", ipc)
+    if mode == "da" and cfg.iters:                      # every class checked before the first one is sampled
+        if not isinstance(real_latents, dict):
+            raise ConfigError(f"real_latents: expected {{label: latents}} from class_latents, got {type(real_latents).__name__}")
+        need = ipc if cfg.min_real is None else _positive_int("min_real", cfg.min_real)
+        short = {c: len(real_latents[c]) if c in real_latents else 0 for c in range(len(class_map))
+                 if c not in real_latents or len(real_latents[c]) < need}
+        if short:
+            raise DataError(f"real_latents: classes {short} (class: real latents) have fewer than {need} (min_real, default "
+                            f"IPC = {ipc}); the data-accessible target of a class needs at least that many real latents")
     images, settings = [], []
     for c in progress(range(len(class_map)), desc=f"{SYNTH_MODES[mode]} classes"):
         if mode == "df":
@@ -964,11 +1024,11 @@ class DsCoConfig(EvalSettings, RunConfig):
     method: str = "dsco"
     ipc: int = 10
     modes: list[str] = field(default_factory=lambda: ["da", "df", "off"])   # da: DsCo | df: DFDsCo | off: DiT† (no optimisation)
-    iters: int = 20                        # SGD iterations per step; embedded, provisional (paper: 200)
+    iters: int = 50                        # SGD iterations per step; embedded preset (dsco_preset_curve; paper: 200)
     num_steps: int = 50                    # DDPM respaced steps (paper)
     cfg_scale: float = 4.0                 # paper
     n_temp: int = 200                      # df: template trajectories per class (paper)
-    real_per_class: int | None = 500       # da: real images per class in the target (None: all, the paper); embedded, provisional
+    real_per_class: int | None = 500       # da: real images per class in the target (None: all, the paper); embedded preset
     nopt_overrides: dict = field(default_factory=dict)   # any other NOptConfig field, e.g. {lam_align: 5e-3}
     dit: str = "zoo"                       # zoo | DiT-XL-2-256 | a folder / checkpoint
     vae: str = "zoo"                       # zoo | sd-vae-ft-mse | a folder
@@ -1013,6 +1073,10 @@ class DsCoConfig(EvalSettings, RunConfig):
         if wrong: bad("nopt_overrides", f"NOptConfig fields other than {list(RUN_NOPT_FIELDS)} (set those directly); not allowed: {wrong}")
         try: NOptConfig(**self.nopt_overrides)
         except ConfigError as e: raise ConfigError(f"nopt_overrides: {e}") from None
+        nd = self.nopt_overrides.get("n_diff")
+        if nd is not None and nd % self.ipc:
+            bad("nopt_overrides", f"n_diff a multiple of ipc (Eq. 20 cuts the diffused pool into IPC equal chunks): n_diff = "
+                                  f"{nd} is not a multiple of ipc = {self.ipc}")
         for k in ("dit", "vae"):
             if not isinstance(getattr(self, k), str) or not getattr(self, k): bad(k, "'zoo', a hub name or a local path")
         b = self.doping_budgets
@@ -1061,3 +1125,217 @@ class DsCoConfig(EvalSettings, RunConfig):
 
     def template_cache(self) -> Path:
         return Path(self.template_dir) if self.template_dir else project_root() / "runs" / "dsco" / "templates"
+
+# %% ../nbs/11_dsco.ipynb #c246c6b2
+def _tile(images: torch.Tensor, nrow: int, pad: int = 2) -> np.ndarray:
+    "Images (k, 3, H, W) uint8 or float [0, 1] → one float array (rows·(H+pad)−pad, cols·(W+pad)−pad, 3), `nrow` per row, white gaps."
+    x = to_float01(images).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    k, H, W, _ = x.shape
+    cols = min(nrow, k); rows = -(-k // cols)
+    out = np.ones((rows * (H + pad) - pad, cols * (W + pad) - pad, 3), np.float32)
+    for i in range(k):
+        r, c = divmod(i, cols)
+        out[r * (H + pad):r * (H + pad) + H, c * (W + pad):c * (W + pad) + W] = x[i]
+    return out
+
+def _class_of(s: ImageSet, label, name: str) -> int:
+    if isinstance(label, bool) or not isinstance(label, numbers.Integral) or not 0 <= label < len(s.class_map):
+        raise ConfigError(f"label={label!r}: expected a class index of {name}'s class map, 0..{len(s.class_map) - 1}")
+    return int(label)
+
+def plot_class_grids(sets: dict[str, ImageSet], label: int, n: int = 16, nrow: int = 4, *, size: int | None = None):
+    """Fig. 5: one panel per named set (e.g. real, DiT†, DsCo, DFDsCo) with the first `n` images of class `label` in
+    the set's order, `nrow` per row. File-backed sets are decoded at `size` (default: the first in-memory set's
+    resolution), only the images shown. → matplotlib Figure with len(sets) axes."""
+    import matplotlib.pyplot as plt
+    if not isinstance(sets, dict) or not sets or not all(isinstance(s, ImageSet) for s in sets.values()):
+        raise DataError(f"sets: expected a non-empty dict {{name: ImageSet}}, got {type(sets).__name__} "
+                        f"{[type(s).__name__ for s in sets.values()] if isinstance(sets, dict) else ''}")
+    n, nrow = _positive_int("n", n), _positive_int("nrow", nrow)
+    if size is None:
+        size = next((int(s.images.shape[-1]) for s in sets.values() if s.images is not None), None)
+    panels = []
+    for name, s in sets.items():
+        c = _class_of(s, label, name)
+        idx = torch.nonzero(s.labels == c)[:, 0]
+        if not len(idx):
+            raise DataError(f"{name}: no images of class {c} ({s.class_map.names[c]}); expected at least one to draw")
+        panels.append((name, min(n, len(idx)), len(idx), _tile(_in_memory(s.subset(idx[:n]), size, name).images, nrow)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 3.2), squeeze=False)
+    for ax, (name, k, tot, grid) in zip(axes[0], panels):
+        ax.imshow(grid, interpolation="nearest"); ax.set_axis_off()
+        ax.set_title(f"{name}: first {k} of {tot}", fontsize=9)
+    cm = next(iter(sets.values())).class_map
+    fig.suptitle(f"Class {int(label)} ({cm.names[int(label)]}): the first {n} images of each set", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/11_dsco.ipynb #0cf6c026
+@dataclass
+class LatentTSNE:
+    "Fig. 6's joint t-SNE of one class: `real` (N, 2) and `sets` {name: (M, 2)} in the same coordinates, and its settings."
+    real: np.ndarray
+    sets: dict
+    perplexity: float
+    seed: int
+    pca_dims: int | None
+
+def _flat(name: str, x) -> np.ndarray:
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or 0 in x.shape or not x.is_floating_point():
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise DataError(f"{name}: expected a non-empty floating-point tensor of latents (N, C, h, w), got {got}")
+    return x.detach().flatten(1).double().cpu().numpy()
+
+def latent_tsne(latent_sets: dict[str, torch.Tensor], real: torch.Tensor, seed: int = 0, perplexity: float = 30.0,
+                pca_dims: int | None = 50, max_iter: int = 1000, threads: int | None = 1) -> LatentTSNE:
+    """Fig. 6: one joint 2-D t-SNE (sklearn, PCA init, Euclidean) of the flattened `real` latents (N, C, h, w) of one
+    class and of every synthetic set in `latent_sets` {name: (M, C, h, w)}, after PCA to `pca_dims` (None: no PCA);
+    perplexity min(`perplexity`, (N_all − 1)/3), `random_state=seed`, on `threads` OpenMP/BLAS threads (None: the
+    libraries' default) → `LatentTSNE`."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+    if not isinstance(latent_sets, dict) or not latent_sets:
+        raise DataError(f"latent_sets: expected a non-empty dict {{name: latents (M, C, h, w)}}, got {type(latent_sets).__name__}")
+    R = _flat("real", real)
+    parts = {k: _flat(f"latent_sets[{k!r}]", v) for k, v in latent_sets.items()}
+    wrong = {k: v.shape[1] for k, v in parts.items() if v.shape[1] != R.shape[1]}
+    if wrong:
+        raise DataError(f"latent_sets {wrong} (name: values per latent) differ from the real latents' {R.shape[1]}; "
+                        "expected latents of one shape")
+    X = np.concatenate([R, *parts.values()])
+    if len(X) < 4:
+        raise DataError(f"{len(X)} latents in all: t-SNE needs at least 4")
+    p = min(float(perplexity), (len(X) - 1) / 3)
+    with threadpool_limits(None if threads is None else _positive_int("threads", threads)):
+        if pca_dims is not None and min(X.shape) > _positive_int("pca_dims", pca_dims):
+            X = PCA(pca_dims, random_state=int(seed)).fit_transform(X)
+        Y = TSNE(2, perplexity=p, init="pca", random_state=int(seed), max_iter=int(max_iter)).fit_transform(X)
+    chunks = np.split(Y, np.cumsum([len(R)] + [len(v) for v in parts.values()])[:-1])
+    return LatentTSNE(chunks[0], dict(zip(parts, chunks[1:])), p, int(seed), pca_dims)
+
+def plot_latent_tsne(emb: LatentTSNE, class_name: str | None = None):
+    """Fig. 6: one panel per synthetic set of a `latent_tsne` embedding, its points (colour, black edges) over the real
+    latents of the class (grey), shared axes. → matplotlib Figure with len(emb.sets) axes."""
+    import matplotlib.pyplot as plt
+    if not isinstance(emb, LatentTSNE):
+        raise DataError(f"emb: expected the LatentTSNE of latent_tsne(...), got {type(emb).__name__}")
+    k = len(emb.sets)
+    fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 3.5), squeeze=False, sharex=True, sharey=True)
+    cmap = plt.get_cmap("tab10")
+    for i, (ax, (name, xy)) in enumerate(zip(axes[0], emb.sets.items())):
+        ax.scatter(emb.real[:, 0], emb.real[:, 1], s=6, color="0.65", alpha=0.6, label=f"real ({len(emb.real)})")
+        ax.scatter(xy[:, 0], xy[:, 1], s=28, color=cmap(i % 10), edgecolors="black", linewidths=0.5, label=f"{name} ({len(xy)})")
+        ax.set_title(f"{name}: {len(xy)} synthetic on {len(emb.real)} real", fontsize=9)
+        ax.set_xlabel("t-SNE 1"); ax.legend(fontsize=7, loc="best")
+    axes[0, 0].set_ylabel("t-SNE 2")
+    of = f" of class {class_name}" if class_name else ""
+    fig.suptitle(f"Joint t-SNE of the latents{of} (perplexity {emb.perplexity:g}, PCA to {emb.pca_dims}, seed {emb.seed})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/11_dsco.ipynb #37fdd6cb
+PICKS = ("spread", "lowest", "highest")
+
+def confusion_ordered_indices(conf, labels, label: int, n: int = 16, pick: str = "spread") -> np.ndarray:
+    """Fig. 7's choice: indices into the real set of `n` images of class `label` in increasing Eq. 31 confusion. `conf`,
+    `labels` (N,) in the real set's order. "spread": evenly spaced ranks from the least to the most confused (both ends);
+    "lowest" / "highest": the n least / most confused; the whole class when it has ≤ n. Ties → lower index first."""
+    c = np.asarray(conf, dtype=np.float64)
+    y = torch.as_tensor(labels).cpu().numpy().astype(np.int64)
+    if c.ndim != 1 or c.shape != y.shape or not np.isfinite(c).all():
+        raise DataError(f"conf has shape {c.shape} and labels {y.shape}: expected one finite confusion score per real image")
+    n = _positive_int("n", n)
+    if pick not in PICKS: raise ConfigError(f"pick={pick!r}: expected one of {PICKS}")
+    idx = np.nonzero(y == int(label))[0]
+    if not len(idx): raise DataError(f"no real images of class {label}; expected at least one")
+    idx = idx[np.argsort(c[idx], kind="stable")]
+    if len(idx) <= n: return idx
+    if pick == "lowest": return idx[:n]
+    if pick == "highest": return idx[-n:]
+    return idx[np.linspace(0, len(idx) - 1, n).round().astype(np.int64)]
+
+def plot_confusion_ordered(real: ImageSet, conf: np.ndarray, label: int, n: int = 16, *, per_row: int = 8,
+                           pick: str = "spread", size: int | None = None):
+    """Fig. 7: `n` real images of class `label` in increasing Eq. 31 confusion (`confusion_ordered_indices`), each titled
+    with its score and rank in the class; `conf` (N,) in `real`'s order (DopingScores.conf). A file-backed `real` is
+    decoded at `size`, only the images shown. → Figure with ceil(k/per_row) × min(k, per_row) axes for k images."""
+    import matplotlib.pyplot as plt
+    if not isinstance(real, ImageSet): raise DataError(f"real: expected a ddrepro.data.ImageSet, got {type(real).__name__}")
+    c, per_row = _class_of(real, label, "real"), _positive_int("per_row", per_row)
+    idx = confusion_ordered_indices(conf, real.labels, c, n, pick)
+    ranked = confusion_ordered_indices(conf, real.labels, c, len(real), "lowest")
+    rank = {int(i): r for r, i in enumerate(ranked)}
+    imgs = _in_memory(real.subset(idx), size, "real").images
+    k = len(idx); cols = min(k, per_row); rows = -(-k // cols)
+    width = max(1.25 * cols, 4.5)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, rows * (width / cols + 0.35) + 0.7), squeeze=False)
+    s = np.asarray(conf, dtype=np.float64)
+    for j, ax in enumerate(axes.flat):
+        if j < k:
+            ax.imshow(_tile(imgs[j:j + 1], 1), interpolation="nearest")
+            ax.set_xticks([]); ax.set_yticks([])                        # keep the frame: white images stay visible
+            ax.set_title(f"{s[idx[j]]:+.3f}  #{rank[int(idx[j])]}", fontsize=7)
+        else:
+            ax.set_axis_off()
+    fig.suptitle(f"Class {c} ({real.class_map.names[c]}): {k} of {len(ranked)} real images by increasing\nconfusion "
+                 f"score (Eq. 31, {pick}), {s[idx].min():+.3f} to {s[idx].max():+.3f}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/11_dsco.ipynb #1d30c2ae
+def group_distance_matrix(latents: torch.Tensor, labels, conf, n_groups: int = 5, top: int | None = None,
+                          chunk: int = 1024) -> np.ndarray:
+    """Fig. 8: rank by descending `conf` (Eq. 31; `doping_order`), keep the first `top` (None: all, rounded down to a
+    multiple of `n_groups`), cut into `n_groups` equal groups (row 0 = most confused) → (n_groups, n_groups) float64:
+    entry (i, j) = mean L2 distance between the flattened `latents` (N, ...) of all pairs a ∈ G_i, b ∈ G_j, a ≠ b, of
+    the same class (`labels` (N,)), pooled over classes; symmetric; NaN where there is no such pair."""
+    X = torch.from_numpy(_flat("latents", latents))
+    y = torch.as_tensor(labels).cpu().numpy().astype(np.int64)
+    order = doping_order(conf)
+    N = len(X)
+    if y.shape != (N,) or len(order) != N:
+        raise DataError(f"{N} latents, labels of shape {y.shape} and {len(order)} confusion scores: expected one label "
+                        "and one score per latent")
+    g = _positive_int("n_groups", n_groups)
+    if top is None:
+        top = N - N % g
+    else:
+        top = _positive_int("top", top)
+        if top > N: raise ConfigError(f"top={top}: expected at most the {N} latents given")
+        if top % g: raise ConfigError(f"top={top}: expected a multiple of n_groups={g} (equal groups)")
+    if top < g: raise ConfigError(f"n_groups={g}: expected at most the {N} latents given (one per group at least)")
+    keep, group = order[:top], np.repeat(np.arange(g), top // g)
+    sums, counts = np.zeros((g, g)), np.zeros((g, g))
+    for c in np.unique(y[keep]):
+        m = y[keep] == c
+        Z = X[torch.from_numpy(keep[m])]
+        G = F.one_hot(torch.from_numpy(group[m]), g).double()            # (n_c, g) group membership
+        n_per = G.sum(0)
+        counts += (torch.outer(n_per, n_per) - torch.diag(n_per)).numpy()  # ordered pairs a ≠ b
+        for s in range(0, len(Z), _positive_int("chunk", chunk)):
+            D = torch.cdist(Z[s:s + chunk], Z)
+            r = torch.arange(len(D)); D[r, r + s] = 0.0                  # self-pairs exactly 0
+            sums += (G[s:s + chunk].T @ D @ G).numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(counts > 0, sums / counts, np.nan)
+    return (out + out.T) / 2
+
+def plot_group_distances(matrix):
+    """Fig. 8: a `group_distance_matrix` as an annotated heatmap, groups numbered 1..n from the most to the least
+    confused. → Figure (the heatmap's axes and its colour bar's)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    M = np.asarray(matrix, dtype=np.float64)
+    if M.ndim != 2 or M.shape[0] != M.shape[1] or not M.size:
+        raise DataError(f"matrix: expected a square (n_groups, n_groups) array from group_distance_matrix, got shape {M.shape}")
+    k = len(M); names = [str(i + 1) for i in range(k)]
+    fig, ax = plt.subplots(figsize=(1.1 * k + 2.4, 0.9 * k + 1.6))
+    sns.heatmap(M, annot=True, fmt=".3g", cmap="viridis", square=True, xticklabels=names, yticklabels=names, ax=ax,
+                cbar_kws=dict(label="mean same-class latent L2 distance"))
+    ax.set_xlabel("group (1 = highest confusion)"); ax.set_ylabel("group (1 = highest confusion)")
+    d = np.diag(M)
+    ax.set_title(f"Same-class latent L2 distance within (diagonal) and between {k} groups\nof descending confusion; "
+                 f"diagonal from {d[0]:.3g} (group 1) to {d[-1]:.3g} (group {k})", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -31,14 +31,14 @@ from .backbones import load_teacher
 
 # %% auto #0
 __all__ = ['DSA_PARAMS', 'DSA_GROUPS', 'EMBEDDED_AUGMENT', 'BEST_LABEL', 'hard_epochs', 'multistep_milestones', 'rded_lr_factor',
-           'rded_batch_size', 'param_groups', 'rrc_boxes', 'interp_matrix', 'crop_resize', 'crop_resize_grid',
-           'jitter_ops', 'jitter_affine', 'color_affine', 'color_jitter', 'lighting_offset', 'pca_lighting',
-           'cutmix_box', 'apply_cutmix', 'cutmix_ce', 'shuffle_patches', 'dsa_group', 'dsa_augment', 'soft_kl',
-           'EvalConfig', 'eval_config', 'preset_summary', 'check_sets', 'take_ipc', 'prepare_images', 'augment_batch',
-           'train_step', 'make_student', 'train_student', 'random_real_subset', 'merge_runs', 'default_eval_dir',
-           'eval_cache_dir', 'cached_run', 'cache_run', 'torch_threads', 'evaluate_set', 'evaluate_sets',
-           'paired_difference', 'paired_rows', 'results_table', 'evaluate_folder', 'EvalSettings', 'EvalRunConfig',
-           'main']
+           'rded_batch_size', 'warmup_cosine_factor', 'param_groups', 'rrc_boxes', 'interp_matrix', 'crop_resize',
+           'crop_resize_grid', 'jitter_ops', 'jitter_affine', 'color_affine', 'color_jitter', 'lighting_offset',
+           'pca_lighting', 'cutmix_box', 'apply_cutmix', 'cutmix_ce', 'shuffle_patches', 'dsa_group', 'dsa_augment',
+           'soft_kl', 'EvalConfig', 'eval_config', 'preset_summary', 'check_sets', 'take_ipc', 'prepare_images',
+           'augment_batch', 'train_step', 'make_student', 'train_student', 'random_real_subset', 'merge_runs',
+           'default_eval_dir', 'eval_cache_dir', 'cached_run', 'cache_run', 'torch_threads', 'evaluate_set',
+           'evaluate_sets', 'paired_difference', 'paired_rows', 'results_table', 'evaluate_folder', 'EvalSettings',
+           'EvalRunConfig', 'main']
 
 # %% ../nbs/09_evaluate.ipynb #b34322b2
 def hard_epochs(ipc: int, num_classes: int = 10, dataset: str = "") -> int:
@@ -62,6 +62,14 @@ def rded_batch_size(ipc: int, num_classes: int) -> int:
     bs = 10 if ipc <= 1 else 50 if ipc <= 10 else 100
     if num_classes >= 100: bs *= 2
     return min(bs, ipc * num_classes)
+
+def warmup_cosine_factor(epoch: int, epochs: int) -> float:
+    """DsCo's warm-up cosine LR factor per epoch (its code's `default_cosineannealwithwarmuplr`): (epoch+1)·10/epochs
+    for epoch < ⌊epochs/10⌋, then ½(1 + cos(π·(epoch − ⌊epochs/10⌋)/(9·⌊epochs/10⌋))); 0 past the end."""
+    w = epochs // 10
+    if epoch < w: return (epoch + 1) * 10 / epochs
+    if epoch > epochs: return 0.0
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - w) / (9 * w))) if w else 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     "RDED `get_parameters`: weight decay on ≥2-D `weight` tensors only, none on biases and norm parameters."
@@ -332,7 +340,8 @@ class EvalConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "multistep"            # 'multistep' | 'rded_cosine' | 'constant'
+    wd_all_params: bool = False            # AdamW: decay every parameter (DsCo / Minimax train.py), not ≥2-D weights only (RDED)
+    schedule: str = "multistep"            # 'multistep' | 'rded_cosine' | 'warmup_cosine' (DsCo IN-1K high IPC) | 'constant'
     gamma: float = 0.2
     rrc_scale: tuple = (0.5, 1.0)
     flip: bool = True
@@ -497,15 +506,18 @@ def _optimizer(model: nn.Module, cfg: EvalConfig):
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     elif cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+        params = model.parameters() if cfg.wd_all_params else param_groups(model, cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     else: raise ConfigError(f"optimizer={cfg.optimizer!r}: expected 'sgd' or 'adamw'")
     if cfg.schedule == "multistep":
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, multistep_milestones(cfg.epochs), gamma=cfg.gamma)
     elif cfg.schedule == "rded_cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: rded_lr_factor(e, cfg.epochs))
+    elif cfg.schedule == "warmup_cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: warmup_cosine_factor(e, cfg.epochs))
     elif cfg.schedule == "constant":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
-    else: raise ConfigError(f"schedule={cfg.schedule!r}: expected 'multistep', 'rded_cosine' or 'constant'")
+    else: raise ConfigError(f"schedule={cfg.schedule!r}: expected 'multistep', 'rded_cosine', 'warmup_cosine' or 'constant'")
     return opt, sched
 
 def _sync(dev: torch.device):

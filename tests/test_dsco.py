@@ -469,3 +469,262 @@ def test_embedded_smoke_zoo_dit_on_fashion_mnist():
     assert r.images.shape == (4, 3, 32, 32) and len(r.history) == 9
     assert all(h["loss_end"] < h["loss_start"] for h in r.history)
     assert not torch.equal(r.images, base.images)
+
+
+# ----------------------------------------------------------------------------------------------- App. B, Table 13
+
+from ddrepro.dsco import (PAPER_TABLE13, expected_occupied, occupied_regions, occupied_std,   # noqa: E402
+                          table13_frame)
+
+
+def test_table13_monte_carlo_matches_closed_form_and_paper():
+    t = table13_frame()
+    assert list(t.index) == ["mean", "std"] and t.shape == (2, 9)
+    for n, (mean, std) in PAPER_TABLE13.items():
+        mc_mean, mc_std = occupied_regions(n, 500, 0)
+        assert t[(n, "MC")].tolist() == [mc_mean, mc_std]
+        assert t[(n, "paper")].tolist() == [mean, std]
+        assert abs(mc_mean - expected_occupied(n)) < 0.15 and abs(mc_mean - mean) < 0.15, n
+        assert abs(mc_std - std) < 0.3 and abs(occupied_std(n) - std) < 0.1, n
+
+
+def test_occupied_closed_form_against_enumeration_and_a_long_monte_carlo():
+    for n in (1, 2, 3, 4):
+        k = [len(set(d)) for d in itertools.product(range(n), repeat=n)]        # all n^n equally likely draws
+        assert expected_occupied(n) == pytest.approx(np.mean(k), abs=1e-12)
+        assert occupied_std(n) == pytest.approx(np.std(k), abs=1e-12)
+    m, s = occupied_regions(30, n_exp=20000, seed=1)
+    assert abs(m - expected_occupied(30)) < 4 * occupied_std(30) / 20000 ** 0.5
+    assert s == pytest.approx(occupied_std(30), rel=0.03)
+    assert expected_occupied(10 ** 6) / 10 ** 6 == pytest.approx(1 - math.exp(-1), abs=1e-6)
+    assert occupied_regions(7, seed=2) == occupied_regions(7, seed=2) != occupied_regions(7, seed=3)
+    with pytest.raises(ConfigError, match="n_exp=1: expected an integer ≥ 2"):
+        occupied_regions(5, n_exp=1)
+
+
+# ----------------------------------------------------------------------------------------------- Figs. 5-8
+
+import matplotlib                                                                        # noqa: E402
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt                                                          # noqa: E402
+
+from ddrepro.data import ClassMap, ImageSet                                              # noqa: E402
+from ddrepro.dsco import (LatentTSNE, confusion_ordered_indices, group_distance_matrix, latent_tsne,   # noqa: E402
+                          plot_class_grids, plot_confusion_ordered, plot_group_distances, plot_latent_tsne)
+
+CM3 = ClassMap("toy3", ("a", "b", "c"), ("ant", "bee", "cat"), ("ant", "bee", "cat"))
+
+
+def toy_set(labels, seed=0, size=8):
+    labels = torch.as_tensor(labels)
+    imgs = torch.randint(0, 256, (len(labels), 3, size, size), dtype=torch.uint8, generator=gen(seed))
+    return ImageSet(CM3, labels, images=imgs)
+
+
+def test_plot_class_grids_one_panel_per_set_with_the_first_images_of_the_class():
+    real, syn = toy_set([0, 1, 1, 2, 1, 1, 1]), toy_set([1, 1, 0, 0, 2, 2], seed=1)
+    fig = plot_class_grids({"real": real, "syn": syn}, 1, n=3, nrow=2)
+    try:
+        assert len(fig.axes) == 2
+        assert [a.get_title() for a in fig.axes] == ["real: first 3 of 5", "syn: first 2 of 2"]
+        grid = fig.axes[0].images[0].get_array()
+        assert grid.shape == (2 * 10 - 2, 2 * 10 - 2, 3)                          # 2 × 2 cells of 8 px, 2 px gaps
+        np.testing.assert_allclose(grid[:8, 10:18], real.images[2].permute(1, 2, 0).numpy() / 255, atol=1e-6)
+        np.testing.assert_allclose(grid[10:18, :8], real.images[4].permute(1, 2, 0).numpy() / 255, atol=1e-6)
+        assert (grid[10:, 10:] == 1).all()                                        # 3 images in 4 cells: the last white
+    finally:
+        plt.close(fig)
+    with pytest.raises(ConfigError, match="label=3: expected a class index of real's class map, 0..2"):
+        plot_class_grids({"real": real}, 3)
+    with pytest.raises(DataError, match="syn: no images of class 1 \\(bee\\)"):
+        plot_class_grids({"real": real, "syn": syn.subset([2, 3])}, 1)
+    with pytest.raises(DataError, match="expected a non-empty dict"):
+        plot_class_grids({}, 0)
+
+
+def test_latent_tsne_joint_embedding_shapes_and_plot():
+    real = torch.randn(30, 4, 4, 4, generator=gen(1))
+    sets = {"A": torch.randn(5, 4, 4, 4, generator=gen(2)), "B": torch.randn(7, 4, 4, 4, generator=gen(3))}
+    emb = latent_tsne(sets, real, seed=0, max_iter=250)
+    assert isinstance(emb, LatentTSNE) and emb.real.shape == (30, 2)
+    assert {k: v.shape for k, v in emb.sets.items()} == {"A": (5, 2), "B": (7, 2)}
+    assert emb.perplexity == pytest.approx(41 / 3) and emb.pca_dims == 50                # 42 points < 30·3 + 1
+    again = latent_tsne(sets, real, seed=0, max_iter=250)
+    np.testing.assert_allclose(again.real, emb.real, atol=1e-6)
+    fig = plot_latent_tsne(emb, "bee")
+    try:
+        assert len(fig.axes) == 2 and fig.axes[0].get_title() == "A: 5 synthetic on 30 real"
+        assert len(fig.axes[1].collections) == 2                                  # real points, then the set's
+    finally:
+        plt.close(fig)
+    with pytest.raises(DataError, match="differ from the real latents' 64"):
+        latent_tsne({"A": torch.randn(3, 4, 2, 2)}, real)
+    with pytest.raises(DataError, match="latent_sets\\['A'\\]: expected a non-empty floating-point tensor"):
+        latent_tsne({"A": torch.zeros(3, 4, 4, 4, dtype=torch.long)}, real)
+    with pytest.raises(DataError, match="3 latents in all"):
+        latent_tsne({"A": real[:1]}, real[:2])
+
+
+def test_confusion_ordered_indices_and_plot():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=60)
+    conf = rng.uniform(-1, 1, size=60)
+    cls = np.nonzero(labels == 2)[0]
+    srt = cls[np.argsort(conf[cls], kind="stable")]
+    assert confusion_ordered_indices(conf, labels, 2, 1000).tolist() == srt.tolist()
+    assert confusion_ordered_indices(conf, labels, 2, 4, "lowest").tolist() == srt[:4].tolist()
+    assert confusion_ordered_indices(conf, labels, 2, 4, "highest").tolist() == srt[-4:].tolist()
+    spread = confusion_ordered_indices(conf, labels, 2, 5)
+    assert spread[0] == srt[0] and spread[-1] == srt[-1] and len(set(spread.tolist())) == 5
+    assert (np.diff(conf[spread]) > 0).all()
+    real = toy_set(labels.tolist())
+    fig = plot_confusion_ordered(real, conf, 2, n=5, per_row=3)
+    try:
+        assert len(fig.axes) == 6                                                 # 2 rows × 3, the last one empty
+        titles = [a.get_title() for a in fig.axes]
+        assert titles[:5] == [f"{conf[i]:+.3f}  #{int(np.nonzero(srt == i)[0][0])}" for i in spread] and titles[5] == ""
+    finally:
+        plt.close(fig)
+    with pytest.raises(DataError, match="conf has shape \\(59,\\) and labels \\(60,\\)"):
+        plot_confusion_ordered(real, conf[:59], 2)
+    with pytest.raises(ConfigError, match="pick='top'"):
+        confusion_ordered_indices(conf, labels, 2, pick="top")
+
+
+def group_distance_reference(z, y, conf, g, top):
+    "Fig. 8 by brute force: Python loops over the ranked images."
+    order = sorted(range(len(conf)), key=lambda i: (-conf[i], i))[:top]
+    size = top // g
+    grp = {i: k // size for k, i in enumerate(order)}
+    out = np.full((g, g), np.nan)
+    for a in range(g):
+        for b in range(g):
+            d = [float(np.linalg.norm(z[i] - z[j])) for i in order for j in order
+                 if grp[i] == a and grp[j] == b and i != j and y[i] == y[j]]
+            if d: out[a, b] = np.mean(d)
+    return out
+
+
+def test_group_distance_matrix_hand_case_brute_force_and_symmetry():
+    z = torch.tensor([0., 1, 3, 6]).reshape(4, 1)
+    np.testing.assert_allclose(group_distance_matrix(z, [0, 0, 0, 0], [.9, .8, .2, .1], n_groups=2), [[1, 4], [4, 3]])
+    np.testing.assert_allclose(group_distance_matrix(z, [0, 0, 0, 0], [.1, .2, .8, .9], n_groups=2), [[3, 4], [4, 1]])
+    rng = np.random.default_rng(1)
+    zr = torch.randn(23, 2, 3, 3, generator=gen(5), dtype=torch.float64)
+    y, conf = rng.integers(0, 3, size=23), rng.uniform(size=23)
+    conf[5] = conf[6]                                                             # a tie: lower index first
+    ref = group_distance_reference(zr.flatten(1).numpy(), y, conf, 4, 20)
+    for chunk in (1024, 3):
+        m = group_distance_matrix(zr, torch.as_tensor(y), conf, n_groups=4, top=20, chunk=chunk)
+        np.testing.assert_allclose(m, ref, rtol=1e-10)
+        assert (m == m.T).all()
+    np.testing.assert_allclose(group_distance_matrix(zr, y, conf, n_groups=4),   # top=None: 23 → 20
+                               group_distance_matrix(zr, y, conf, n_groups=4, top=20))
+    fig = plot_group_distances(ref)
+    try:
+        assert len(fig.axes) == 2                                                 # heatmap + colour bar
+        assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["1", "2", "3", "4"]
+    finally:
+        plt.close(fig)
+    with pytest.raises(ConfigError, match="top=21: expected a multiple of n_groups=4"):
+        group_distance_matrix(zr, y, conf, n_groups=4, top=21)
+    with pytest.raises(ConfigError, match="top=24: expected at most the 23 latents"):
+        group_distance_matrix(zr, y, conf, n_groups=4, top=24)
+    with pytest.raises(DataError, match="finite confusion scores"):
+        group_distance_matrix(zr, y, np.full(23, np.nan))
+    with pytest.raises(DataError, match="expected a square"):
+        plot_group_distances(np.zeros((2, 3)))
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+from ddrepro.dsco import (DsCoConfig, class_latents, dope, dope_indices, doping_count, doping_order,   # noqa: E402
+                          score_real, synthesize_set)
+
+
+class _Fixed(torch.nn.Module):
+    "A 'network' with `k` outputs: logits = the mean of the first colour channel times (1, 2, …, k)."
+    def __init__(self, k):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.arange(1., k + 1))
+
+    def forward(self, x):
+        return x[:, :1].mean((2, 3)) * self.w
+
+
+def _no_training(*a, **k):
+    raise AssertionError("trained a student although the input was bad")
+
+
+def test_bad_ipc_that_does_not_divide_the_diffused_pool(tmp_path):
+    z0 = torch.randn(12, 4, 8, 8, generator=gen(0))
+    P = GroupedProjector("embedded", seed=0)
+    with pytest.raises(ConfigError, match=r"IPC \(N_S\) = 7 does not divide the diffused pool n_diff = 60.*e\.g\. 63"):
+        DiffusedTarget(P, z0, 7, n_diff=60)
+    with pytest.raises(ConfigError, match="n_diff = 64 is not a multiple of ipc = 10"):
+        DsCoConfig(out_dir=str(tmp_path), ipc=10, nopt_overrides={"n_diff": 64})
+    DsCoConfig(out_dir=str(tmp_path), ipc=8, nopt_overrides={"n_diff": 64})
+    with pytest.raises(ConfigError, match="n_diff=0: expected None"):
+        NOptConfig(n_diff=0)
+    with pytest.raises(DataError, match="N_Diff=10 rows but N_S=4"):
+        align_target(torch.randn(10, 3, generator=gen(1)), 4)
+
+
+def test_bad_class_with_fewer_real_images_than_needed(tiny_dit, tmp_path):
+    cm = ClassMap("toy2", ("a", "b"), ("a", "b"), ("a", "b"))
+    lat = {0: torch.randn(5, 4, 8, 8, generator=gen(0)), 1: torch.randn(2, 4, 8, 8, generator=gen(1))}
+    vae = zoo.tiny("vae")
+    with pytest.raises(DataError, match=r"classes \{1: 2\} \(class: real latents\) have fewer than 3"):
+        synthesize_set(tiny_dit, vae, cm, 3, "da", real_latents=lat, num_steps=3, iters=1)   # before any sampling
+    with pytest.raises(DataError, match=r"classes \{1: 0\}"):
+        synthesize_set(tiny_dit, vae, cm, 3, "da", real_latents={0: lat[0]}, num_steps=3, iters=1)
+    with pytest.raises(DataError, match="class 1 has 2 real latents; expected at least 3"):
+        nopt_sample(tiny_dit, None, 1, 3, real_latents=lat[1], num_steps=3, iters=1)
+    with pytest.raises(ConfigError, match="real_per_class=5: expected None .* an integer ≥ ipc = 10"):
+        DsCoConfig(out_dir=str(tmp_path), ipc=10, real_per_class=5)
+    real = ImageSet(cm, torch.tensor([0, 0]), images=torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(DataError, match=r"class 1 \(b\) has no real images"):
+        class_latents(vae, real)
+
+
+def test_bad_missing_template_statistics_for_df(tiny_dit, tmp_path):
+    with pytest.raises(DataError, match=r"no template statistics for class 2 \(num_steps=4, seed=0, n_temp=3") as e:
+        load_template_stats(tmp_path, tiny_dit, 2, n_temp=3, num_steps=4)
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "expected template_c2_s4_seed0_" in msg and "make_template_stats(dit, 2" in msg
+    with pytest.raises(DataError, match="no template statistics for class 2"):
+        load_template_stats(tmp_path / "missing", tiny_dit, 2, n_temp=3, num_steps=4)     # no such folder either
+    with pytest.raises(DataError, match="no template statistics for class 1"):
+        nopt_sample(tiny_dit, None, 1, 3, mode="df", template_dir=tmp_path, n_temp=3, num_steps=4, iters=1)
+
+
+def test_bad_teacher_head_that_does_not_match_the_class_map(tmp_path, monkeypatch):
+    imgs = torch.rand(4, 3, 8, 8, generator=gen(0))
+    with pytest.raises(ConfigError, match="teacher has 5 outputs but the class map has 3 classes"):
+        score_real(_Fixed(3), _Fixed(5), imgs, [0, 1, 2, 0], 3, device="cpu")
+    with pytest.raises(ConfigError, match="student has 2 outputs but the class map has 3 classes"):
+        score_real(_Fixed(2), _Fixed(3), imgs, [0, 1, 2, 0], 3, device="cpu")
+    import ddrepro.dsco as dsco
+    monkeypatch.setattr(dsco, "train_student", _no_training)                    # dope must refuse before training
+    base, real = toy_set([0, 1, 2] * 2, size=32), toy_set([0, 1, 2] * 4, seed=1, size=32)
+    for proto in ("soft", "hard"):
+        with pytest.raises(ConfigError, match="teacher has 5 outputs but the class map has 3 classes"):
+            dope(base, real, _Fixed(5), [3], tmp_path, protocol=proto, device="cpu")
+    with pytest.raises(ConfigError, match="teacher=None"):
+        dope(base, real, None, [3], tmp_path, protocol="hard", device="cpu")
+
+
+def test_bad_doping_budget_below_the_base_ipc(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="budget=3: expected a doping budget ≥ the base IPC 5"):
+        doping_count(3, 5, 10)
+    with pytest.raises(ConfigError, match="budget=3: expected a doping budget ≥ the base IPC 5"):
+        dope_indices(doping_order(np.linspace(0, 1, 100)), 3, 5, 10)
+    with pytest.raises(ConfigError, match=r"doping_budgets=\[5, 20\]: expected budgets above the base IPC ipc = 10.*below or at it: \[5\]"):
+        DsCoConfig(out_dir=str(tmp_path), ipc=10, doping_budgets=[5, 20])
+    with pytest.raises(ConfigError, match=r"below or at it: \[10\]"):
+        DsCoConfig(out_dir=str(tmp_path), ipc=10, doping_budgets=[10])
+    import ddrepro.dsco as dsco
+    monkeypatch.setattr(dsco, "train_student", _no_training)
+    base, real = toy_set([0, 1, 2] * 2, size=32), toy_set([0, 1, 2] * 4, seed=1, size=32)
+    with pytest.raises(ConfigError, match="budget=1: expected a doping budget ≥ the base IPC 2"):
+        dope(base, real, _Fixed(3), [4, 1], tmp_path, protocol="hard", device="cpu")

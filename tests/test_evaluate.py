@@ -122,6 +122,33 @@ def test_rded_schedule_optimizer_and_batch_sizes():
     assert ev.eval_config("soft", "paper", "imagewoof", 10, student="mobilenet_v2").lr == 0.0025
 
 
+def test_dsco_recipe_options_weight_decay_on_all_params_and_warmup_cosine():
+    "DsCo's train.py AdamW decays every parameter (wd_all_params); its IN-1K high-IPC schedule warms up for E/10 epochs."
+    cfg = ev.eval_config("soft", "paper", "imagenette", 10, student="convnet", width=4, size=32)
+    assert cfg.wd_all_params is False and cfg.schedule == "rded_cosine"     # default: today's RDED groups
+    model, opt, _ = ev.make_student(cfg, torch.device("cpu"))
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
+    cfg = ev.eval_config("soft", "paper", "imagenette", 10, student="convnet", width=4, size=32, wd_all_params=True)
+    model, opt, _ = ev.make_student(cfg, torch.device("cpu"))
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 0.01
+    assert sum(p.numel() for p in opt.param_groups[0]["params"]) == sum(p.numel() for p in model.parameters())
+    assert any(p.ndim == 1 for p in opt.param_groups[0]["params"])        # biases / norm parameters decay too
+    assert [ev.warmup_cosine_factor(e, 100) for e in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    assert math.isclose(ev.warmup_cosine_factor(55, 100), 0.5) and abs(ev.warmup_cosine_factor(100, 100)) < 1e-12
+    assert ev.warmup_cosine_factor(101, 100) == 0.0
+    cfg = ev.eval_config("soft", "paper", "imagenet1k", 50, student="convnet", width=4, size=32, epochs=20,
+                         schedule="warmup_cosine")
+    _, opt, sched = ev.make_student(cfg, torch.device("cpu"))
+    lrs = []
+    for _ in range(21):
+        lrs.append(opt.param_groups[0]["lr"]); opt.step(); sched.step()
+    assert math.isclose(lrs[0], 0.5e-3) and math.isclose(lrs[1], 1e-3) and math.isclose(lrs[2], 1e-3)
+    assert math.isclose(lrs[11], 0.5e-3) and abs(lrs[20]) < 1e-12 and lrs == sorted(lrs[:2]) + sorted(lrs[2:], reverse=True)
+    with pytest.raises(ConfigError, match="warmup_cosine"):
+        ev.make_student(ev.eval_config("hard", "paper", "imagenette", 10, student="convnet", width=4, size=32,
+                                       schedule="cosine"), torch.device("cpu"))
+
+
 def test_paper_and_embedded_presets():
     c = ev.eval_config("hard", "paper", "imagewoof", 50)
     assert (c.student, c.size, c.epochs, c.batch_size, c.optimizer, c.lr, c.momentum, c.weight_decay, c.gamma) == \

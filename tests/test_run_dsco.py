@@ -63,6 +63,8 @@ def test_run_dsco_embedded_smoke(tmp_path):
     rec2 = json.loads((out / "record.json").read_text())
     assert all(rec2["stages"][f"synthesize_{n}"].get("from_cache") for n in ("dsco", "dfdsco", "dit"))
     assert {"dit", "vae", "doping_teacher"} <= set(rec["assets"])
+    for f in ("fig5_class_grids.png", "fig6_latent_tsne.png", "fig7_confusion_ordered.png", "fig8_group_distances.png"):
+        assert (out / f).stat().st_size > 1000, f                  # the paper's Figs. 5-8 drawn from this run
 
 
 def test_bad_parameters_fail_in_milliseconds_naming_them():
