@@ -25,7 +25,7 @@ __all__ = ['IMAGEWOOF_WNIDS', 'IMAGENETTE_WNIDS', 'IMAGENET100_WNIDS', 'IMAGEIDC
            'FASHION_MNIST_CLASSES', 'DATASETS', 'IMAGE_EXTS', 'FASHION_MNIST_DEBIAN', 'FASTAI_ARCHIVES', 'VAL_SPLITS',
            'IMAGENET_VAL_PER_CLASS', 'imagenet1k_classes', 'ClassMap', 'class_map', 'read_image', 'to_uint8',
            'save_image', 'to_float01', 'ImageSet', 'load_fashion_mnist', 'load_cifar', 'find_image_root',
-           'find_imagenet_val', 'load_image_folder', 'load_real', 'load_distilled', 'save_image_set']
+           'find_imagenet_val', 'load_image_folder', 'load_real', 'check_val_split', 'load_distilled', 'save_image_set']
 
 # %% ../nbs/01_data.ipynb #76ace4b9
 def _asset(*parts) -> Path:
@@ -399,6 +399,21 @@ def load_real(dataset: str, split: str = "train", data_root: str | os.PathLike |
     if dataset in DATASETS: return load_image_folder(dataset, "val" if split in ("val", "test") else "train", data_root,
                                                      val_split=val_split, val_root=val_root, **kw)
     raise ConfigError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
+
+# %% ../nbs/01_data.ipynb #3a234dda
+def check_val_split(dataset: str, val_split: str, val_root=None) -> None:
+    """`val_split` / `val_root` of a run config for `dataset`: one of `VAL_SPLITS`; 'auto' for the sets with one test
+    split; 'fastai' only for the fastai archives; `val_root` only with 'imagenet_val50'. ConfigError naming the value."""
+    if val_split not in VAL_SPLITS: raise ConfigError(f"val_split={val_split!r}: expected one of {list(VAL_SPLITS)}")
+    if dataset in ("fashion_mnist", "cifar10", "cifar100") and val_split != "auto":
+        raise ConfigError(f"val_split={val_split!r}: expected 'auto' for {dataset} (one test split; the others are ImageNet "
+                          "subsets' validation splits)")
+    if val_split == "fastai" and dataset not in FASTAI_ARCHIVES:
+        raise ConfigError(f"val_split='fastai': expected 'auto' or 'imagenet_val50' for {dataset}: fastai publishes archives "
+                          f"of {list(FASTAI_ARCHIVES)} only")
+    if val_root is not None and val_split != "imagenet_val50":
+        raise ConfigError(f"val_root={val_root!r}: expected None unless val_split='imagenet_val50' (it is where ImageNet's "
+                          "validation images are)")
 
 # %% ../nbs/01_data.ipynb #9fdab241
 def load_distilled(path: str | os.PathLike, cm: ClassMap, ipc: int | None = None, exact: bool = False) -> ImageSet:

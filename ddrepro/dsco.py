@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import ConfigError, DataError, RunConfig, atomic_write, derive_seed, progress, project_root
-from .data import DATASETS, ClassMap, ImageSet, save_image_set, to_float01, to_uint8
+from .data import DATASETS, ClassMap, ImageSet, save_image_set, to_float01, to_uint8, check_val_split
 from .students import STUDENTS, predict_logits
 from .diffusion import decode_latents, encode_latents, eval_mode, generators_for, make_scheduler, sample_dit
 from .evaluate import EvalSettings, eval_config, train_student
@@ -1042,6 +1042,8 @@ class DsCoConfig(EvalSettings, RunConfig):
     baselines: list[str] = field(default_factory=lambda: ["random_real"])   # + full_data (every real image: slow on CPU)
     delta_vs: str = "random_real"          # paired Δ against: random_real | dit (DiT†)
     eval_workers: int = 2                  # evaluations at once on a CPU (processes, one thread each)
+    val_split: str = "auto"                # ImageNet subsets: auto | imagenet_val50 (the paper's 50 per class) | fastai
+    val_root: str | None = None            # val_split=imagenet_val50: ILSVRC-2012 val sorted into <wnid>/ (default: data_root)
 
     def __post_init__(self):
         self.validate()
@@ -1108,8 +1110,11 @@ class DsCoConfig(EvalSettings, RunConfig):
         if self.delta_vs == "dit" and "off" not in self.modes: bad("delta_vs", "'random_real' or put 'off' (DiT†) in modes")
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             bad("device", "'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'")
-        if self.data_root not in (None, "") and not os.path.isdir(os.path.expanduser(str(self.data_root))):
-            raise DataError(f"data_root={self.data_root!r}: no such folder")
+        check_val_split(self.dataset, self.val_split, self.val_root)
+        for k in ("data_root", "val_root"):
+            v = getattr(self, k)
+            if v not in (None, "") and not os.path.isdir(os.path.expanduser(str(v))):
+                raise DataError(f"{k}={v!r}: no such folder")
         return self
 
     def default_run_name(self) -> str:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import DATASETS, FASTAI_ARCHIVES, VAL_SPLITS, read_image, to_float01
+from .data import DATASETS, check_val_split, read_image, to_float01
 from .students import STUDENTS
 from .backbones import check_encoder_spec
 from .selection import (Selection, _np, class_blocks, first_per_class, herding, k_center_greedy, random_per_class,
@@ -659,13 +659,7 @@ class SASConfig(EvalSettings, PoolSettings, RunConfig):
         if unknown: bad("students", f"student names from {list(STUDENTS)}; not students: {unknown}")
         unknown = [b for b in self.baselines if b not in BASELINES]
         if isinstance(self.baselines, str) or unknown: bad("baselines", f"a list, some of {list(BASELINES)}; unknown: {unknown}")
-        if self.val_split not in VAL_SPLITS: bad("val_split", f"one of {list(VAL_SPLITS)}")
-        if self.dataset in ("fashion_mnist", "cifar10", "cifar100") and self.val_split != "auto":
-            bad("val_split", f"'auto' for {self.dataset} (one test split; the others are ImageNet subsets' validation splits)")
-        if self.val_split == "fastai" and self.dataset not in FASTAI_ARCHIVES:
-            bad("val_split", f"'auto' or 'imagenet_val50' for {self.dataset}: fastai publishes archives of {list(FASTAI_ARCHIVES)} only")
-        if self.val_root is not None and self.val_split != "imagenet_val50":
-            bad("val_root", "None unless val_split='imagenet_val50' (it is where ImageNet's validation images are)")
+        check_val_split(self.dataset, self.val_split, self.val_root)
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             bad("device", "'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'")
         for k in ("data_root", "val_root"):

@@ -384,12 +384,14 @@ def offline(monkeypatch, tmp_path):
 
 
 def _fake_subset(root, dataset):
-    "train/<wnid>/ and val/<wnid>/ with one tiny PNG each: the folder layout the preflight checks, no real image."
-    from ddrepro.data import class_map, save_image_set
+    """train/<wnid>/ with one tiny PNG each and val/<wnid>/ with ImageNet's 50 each (val_split imagenet_val50 checks the
+    count): the folder layout the preflight checks, no real image."""
+    from ddrepro.data import IMAGENET_VAL_PER_CLASS, class_map, save_image_set
     import torch
     cm = class_map(dataset)
-    x, y = torch.zeros(len(cm), 3, 8, 8, dtype=torch.uint8), torch.arange(len(cm))
-    for split in ("train", "val"): save_image_set(x, y, root / split, cm)
+    for split, n in (("train", 1), ("val", IMAGENET_VAL_PER_CLASS)):
+        y = torch.arange(len(cm)).repeat_interleave(n)
+        save_image_set(torch.zeros(len(y), 3, 8, 8, dtype=torch.uint8), y, root / split, cm)
     return cm
 
 

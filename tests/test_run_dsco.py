@@ -87,3 +87,14 @@ def test_run_dsco_rejects_a_bad_mode_in_the_config_cell(tmp_path):
     failed = [c for c in nb["cells"] if c["cell_type"] == "code" and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
     assert len(failed) == 1 and "config_from_namespace(DsCoConfig" in "".join(failed[0]["source"])
     assert time.perf_counter() - t0 < 120
+
+
+def test_a_count_above_the_smallest_class_stops_in_the_preflight(tmp_path):
+    "real_per_class / doping budgets above Fashion-MNIST's 6,000 per class: a DataError naming them, before any synthesis."
+    r = _papermill(tmp_path, "-p", "real_per_class", "7000", "-y", "doping_budgets: [20, 6500]", "-p", "out_dir", str(tmp_path / "run"),
+                   timeout=300)
+    assert r.returncode != 0
+    err = r.stdout + r.stderr
+    assert "DataError" in err and "6000 training images" in err and "'real_per_class': 7000" in err and "doping budget 6500" in err, err[-3000:]
+    rec = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert list(rec["stages"]) == ["preflight"]
