@@ -655,6 +655,10 @@ GALLERY_STUDIES = {      # figures/ prefix → what it is, how it is regenerated
         title="DsCo Dope Trigger (Eq. 30): real images recognised by a student trained on the DsCo set at each IPC",
         reproduces="DsCo §4.2.1 (arXiv:2603.27987; the paper prints no table of it)", scale="embedded",
         command="python benchmarks/dsco_dope_trigger.py --figures", provenance="dsco_embedded_dope_trigger_record.json"),
+    "dsco_table13": dict(
+        title="DsCo Table 13 (App. B): occupied regions after N uniform draws, Monte Carlo beside the paper and the closed form",
+        reproduces="DsCo Table 13 (arXiv:2603.27987), exactly (no model or data)", scale="exact",
+        command="python benchmarks/dsco_table13.py --figures", provenance="dsco_table13_record.json"),
     "sas_embedded_overhead": dict(
         title="SAS §4.8 overhead: scoring and selection seconds beside generating the same pool",
         reproduces="SAS §4.8 (arXiv:2605.18012)", scale="embedded",

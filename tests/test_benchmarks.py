@@ -224,3 +224,14 @@ def test_trigger_smoke_run(tmp_path):
     assert trig.gains[0] == pytest.approx((df.n_recognized[1] - df.n_recognized[0]) / 10)
     md = (tmp_path / "out" / "trigger.md").read_text()
     assert ("Trigger on from IPC 2" in md) == bool(trig.on[0])
+
+
+# ---------------------------------------------------------------- DsCo Table 13 (exact)
+def test_table13_matches_the_paper_and_the_closed_form(tmp_path):
+    spec = importlib.util.spec_from_file_location("dsco_table13", ROOT / "benchmarks" / "dsco_table13.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    df = mod.main(["--seeds", "0,1", "--out", str(tmp_path)]).set_index("N")
+    assert list(df.index) == [10, 50, 100] and list(df["paper mean"]) == [6.5, 31.7, 63.4]
+    assert (abs(df["MC mean (mean over seeds)"] - df["closed-form mean"]) < 0.2).all()
+    assert (abs(df["MC mean (mean over seeds)"] - df["paper mean"]) < 0.2).all()
+    assert (tmp_path / "table13.md").read_text().startswith("### DsCo Table 13")
