@@ -657,7 +657,7 @@ GALLERY_STUDIES = {      # figures/ prefix → what it is, how it is regenerated
         command="python benchmarks/dsco_dope_trigger.py --figures", provenance="dsco_embedded_dope_trigger_record.json"),
     "dsco_table13": dict(
         title="DsCo Table 13 (App. B): occupied regions after N uniform draws, Monte Carlo beside the paper and the closed form",
-        reproduces="DsCo Table 13 (arXiv:2603.27987), exactly (no model or data)", scale="exact",
+        reproduces="DsCo Table 13 (arXiv:2603.27987), exactly (no model or data)", scale="paper",
         command="python benchmarks/dsco_table13.py --figures", provenance="dsco_table13_record.json"),
     "sas_embedded_overhead": dict(
         title="SAS §4.8 overhead: scoring and selection seconds beside generating the same pool",
