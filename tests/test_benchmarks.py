@@ -10,10 +10,15 @@ from ddrepro.core import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _study():
-    spec = importlib.util.spec_from_file_location("eval_sensitivity", ROOT / "benchmarks" / "eval_sensitivity.py")
+def _bench(name: str):
+    "benchmarks/<name>.py as a module (the scripts are not a package)."
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
     return mod
+
+
+def _study():
+    return _bench("eval_sensitivity")
 
 
 def _long(preset, values, ipc=10):
@@ -85,9 +90,7 @@ def test_publish_needs_one_clean_commit(tmp_path):
 
 # ---------------------------------------------------------------- the embedded SAS pool's guidance-scale sweep
 def _sweep():
-    spec = importlib.util.spec_from_file_location("pool_cfg_sweep", ROOT / "benchmarks" / "pool_cfg_sweep.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod
+    return _bench("pool_cfg_sweep")
 
 
 def test_sweep_choice_rule_by_hand():
@@ -117,8 +120,7 @@ def test_sweep_smoke_run(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- SAS §4.8 overhead
 @pytest.mark.slow
 def test_overhead_smoke_run(tmp_path):
-    spec = importlib.util.spec_from_file_location("sas_overhead", ROOT / "benchmarks" / "sas_overhead.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    mod = _bench("sas_overhead")
     df = mod.main(["--smoke", "--threads", "1", "--out", str(tmp_path)])
     assert list(df["pool images"]) == [40, 2000] and (df["generation s"] > 0).all()
     assert df["scoring / generation"].iloc[1] == round(18 / 2100, 4)          # the paper's row is the paper's numbers
@@ -129,9 +131,7 @@ def test_overhead_smoke_run(tmp_path):
 
 # ---------------------------------------------------------------- DsCo embedded preset curve
 def _preset():
-    spec = importlib.util.spec_from_file_location("dsco_preset_curve", ROOT / "benchmarks" / "dsco_preset_curve.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod
+    return _bench("dsco_preset_curve")
 
 
 def test_mmd_by_hand_and_preset_rule():
@@ -163,9 +163,7 @@ def test_preset_curve_smoke_run(tmp_path):
 
 # ---------------------------------------------------------------- DsCo synthesis cost (Table 12)
 def _cost():
-    spec = importlib.util.spec_from_file_location("dsco_cost", ROOT / "benchmarks" / "dsco_cost.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod
+    return _bench("dsco_cost")
 
 
 def test_cost_paper_ratios_are_table12s():
@@ -196,9 +194,7 @@ def test_cost_smoke_run(tmp_path):
 
 # ---------------------------------------------------------------- DsCo Dope Trigger (Eq. 30)
 def _trigger():
-    spec = importlib.util.spec_from_file_location("dsco_dope_trigger", ROOT / "benchmarks" / "dsco_dope_trigger.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod
+    return _bench("dsco_dope_trigger")
 
 
 def test_trigger_sets_argument():
@@ -228,8 +224,7 @@ def test_trigger_smoke_run(tmp_path):
 
 # ---------------------------------------------------------------- DsCo Table 13 (exact)
 def test_table13_matches_the_paper_and_the_closed_form(tmp_path):
-    spec = importlib.util.spec_from_file_location("dsco_table13", ROOT / "benchmarks" / "dsco_table13.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    mod = _bench("dsco_table13")
     df = mod.main(["--seeds", "0,1", "--out", str(tmp_path)]).set_index("N")
     assert list(df.index) == [10, 50, 100] and list(df["paper mean"]) == [6.5, 31.7, 63.4]
     assert (abs(df["MC mean (mean over seeds)"] - df["closed-form mean"]) < 0.2).all()
