@@ -27,20 +27,21 @@ from .core import ConfigError, DataError, RunConfig, atomic_write, derive_seed, 
 from .data import DATASETS, ClassMap, ImageSet, save_image_set, to_float01, to_uint8, check_val_split
 from .students import STUDENTS, predict_logits
 from .diffusion import decode_latents, encode_latents, eval_mode, generators_for, make_scheduler, sample_dit
-from .evaluate import EvalSettings, eval_config, train_student
+from .evaluate import EvalConfig, EvalSettings, eval_config, train_student
 
 # %% auto #0
-__all__ = ['PROJECTORS', 'PROB_TOL', 'PAPER_TABLE13', 'PAIRINGS', 'MODES', 'INITS', 'DOPED_META', 'SYNTH_MODES', 'DSCO_BASELINES',
-           'DELTA_VS', 'SET_NAMES', 'RUN_NOPT_FIELDS', 'PICKS', 'absn2', 'reality_loss', 'ProjectorConfig',
-           'GroupedProjector', 'projector_features', 'diffused_count', 'AlignTarget', 'align_target', 'align_loss_to',
-           'align_loss', 'channel_mean', 'channel_std', 'cross_normalize', 'occupation_loss', 'stats_loss',
-           'df_align_loss', 'DopeTrigger', 'dope_trigger', 'confusion_score', 'nopt_loss', 'DAAlign', 'DFAlign',
-           'latin_normal', 'occupied_regions', 'expected_occupied', 'occupied_std', 'table13_frame', 'DiffusedTarget',
-           'NOptNoise', 'TemplateStats', 'tensor_digest', 'model_fingerprint', 'template_stats_path',
-           'record_template_stats', 'load_template_stats', 'make_template_stats', 'TemplateTarget', 'NOptConfig',
-           'NOptResult', 'nopt_sample', 'DopingScores', 'score_real', 'doping_order', 'doping_count', 'dope_indices',
-           'images_fingerprint', 'doping_student', 'dope', 'write_doped_set', 'class_latents', 'synthesize_set',
-           'DsCoConfig', 'plot_class_grids', 'LatentTSNE', 'latent_tsne', 'plot_latent_tsne',
+__all__ = ['PROJECTORS', 'PROB_TOL', 'PAPER_TABLE13', 'PAIRINGS', 'MODES', 'INITS', 'DOPED_META', 'DOPING_BASES',
+           'DOPING_SELECTS', 'DOPED_SETS', 'NOPT_METHODS', 'SYNTH_MODES', 'DSCO_BASELINES', 'DELTA_VS', 'SET_NAMES',
+           'RUN_NOPT_FIELDS', 'PICKS', 'absn2', 'reality_loss', 'ProjectorConfig', 'GroupedProjector',
+           'projector_features', 'diffused_count', 'AlignTarget', 'align_target', 'align_loss_to', 'align_loss',
+           'channel_mean', 'channel_std', 'cross_normalize', 'occupation_loss', 'stats_loss', 'df_align_loss',
+           'DopeTrigger', 'dope_trigger', 'confusion_score', 'nopt_loss', 'DAAlign', 'DFAlign', 'latin_normal',
+           'occupied_regions', 'expected_occupied', 'occupied_std', 'table13_frame', 'DiffusedTarget', 'NOptNoise',
+           'TemplateStats', 'tensor_digest', 'model_fingerprint', 'template_stats_path', 'record_template_stats',
+           'load_template_stats', 'make_template_stats', 'TemplateTarget', 'NOptConfig', 'NOptResult', 'nopt_sample',
+           'DopingScores', 'score_real', 'doping_order', 'doping_count', 'dope_indices', 'images_fingerprint',
+           'doping_student', 'dope', 'write_doped_set', 'random_doping_order', 'pool_without', 'class_latents',
+           'synthesize_set', 'DsCoConfig', 'plot_class_grids', 'LatentTSNE', 'latent_tsne', 'plot_latent_tsne',
            'confusion_ordered_indices', 'plot_confusion_ordered', 'group_distance_matrix', 'plot_group_distances']
 
 # %% ../nbs/11_dsco.ipynb #fb790965
@@ -932,10 +933,14 @@ def dope(base: ImageSet, real: ImageSet, teacher: nn.Module, budgets: Sequence[i
 # %% ../nbs/11_dsco.ipynb #1bd897a0
 DOPED_META = "doping.json"
 
-def write_doped_set(out_dir, base: ImageSet, real: ImageSet, indices, budget: int, scores: DopingScores | None = None) -> Path:
+def write_doped_set(out_dir, base: ImageSet, real: ImageSet, indices, budget: int, scores: DopingScores | None = None,
+                    base_prefix: str = "syn") -> Path:
     """§4.2.2: the doped set = base synthetic ∪ real images `indices` as one distilled folder `out_dir/<class folder>/`
-    (`syn_<k>.png`, `real_<index>.png`) + `doping.json`. Refuses a non-empty folder it did not write; rewrites its own."""
+    (`<base_prefix>_<k>.png`, `real_<index>.png`) + `doping.json`. Refuses a non-empty folder it did not write; rewrites
+    its own. `base_prefix`: the base images' names (`syn`; Table 8's random-real base: `base`)."""
     out = Path(out_dir)
+    if not isinstance(base_prefix, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", base_prefix) or base_prefix == "real":
+        raise ConfigError(f"base_prefix={base_prefix!r}: expected a short alphanumeric name other than 'real' (the real images' prefix)")
     base = _in_memory(base, None, "base")
     per = base.per_class()
     idx = np.asarray(indices, dtype=np.int64)
@@ -952,7 +957,7 @@ def write_doped_set(out_dir, base: ImageSet, real: ImageSet, indices, budget: in
     counts: dict[int, int] = {}
     syn_names = []
     for y in base.labels.tolist():
-        syn_names.append(f"syn_{counts.get(y, 0)}.png"); counts[y] = counts.get(y, 0) + 1
+        syn_names.append(f"{base_prefix}_{counts.get(y, 0)}.png"); counts[y] = counts.get(y, 0) + 1
     save_image_set(torch.cat([base.images, sub.images]), torch.cat([base.labels, sub.labels]), out, base.class_map,
                    names=syn_names + [f"real_{i}.png" for i in idx.tolist()])
     C = len(base.class_map)
@@ -960,9 +965,34 @@ def write_doped_set(out_dir, base: ImageSet, real: ImageSet, indices, budget: in
                 real_per_class=np.bincount(sub.labels.numpy(), minlength=C).tolist(),
                 per_class=(np.bincount(sub.labels.numpy(), minlength=C) + per[0]).tolist(), real_indices=idx.tolist(),
                 conf=None if scores is None else scores.conf[idx].tolist(),
-                scores=None if scores is None else scores.meta.get("path"), base_source=base.source.get("distilled_dir"))
+                scores=None if scores is None else scores.meta.get("path"), base_source=base.source.get("distilled_dir"),
+                base_prefix=base_prefix)
     with atomic_write(out / DOPED_META) as f: json.dump(meta, f, indent=1)
     return out
+
+# %% ../nbs/11_dsco.ipynb #cfa51091
+DOPING_BASES = ("dsco", "random_real")     # Table 8's NOpt ✓ | ×: the base set Doping fills up
+DOPING_SELECTS = ("confusion", "random")   # Table 8's Doping ✓ | ×: what fills the rest of the budget
+DOPED_SETS = {("dsco", "confusion"): ("dsco_doped", "DsCo + Doping"),                  # ✓✓ (§4.2)
+              ("random_real", "confusion"): ("random_doped", "random real + Doping"),  # ×✓
+              ("dsco", "random"): ("dsco_randfill", "DsCo + random real")}             # ✓×; ××: random real at the budget
+NOPT_METHODS = ("dsco", "dfdsco", "dsco_doped", "dsco_randfill")   # result rows of sets NOpt made: they carry its weights
+
+def random_doping_order(n: int, seed: int = 0) -> np.ndarray:
+    """Table 8's Doping ×: random real images in place of the confusion ranking — a permutation of the `n` pool images
+    from `derive_seed(seed, "doping-random")` → (n,) int64, cut by `dope_indices` as `doping_order`'s ranking is
+    (prefixes: nested budgets; one global draw, not class-balanced)."""
+    n = _positive_int("n", n)
+    return np.random.default_rng(derive_seed(seed, "doping-random")).permutation(n).astype(np.int64)
+
+def pool_without(pool_indices, base_indices) -> np.ndarray:
+    """Table 8's NOpt × base: the Doping pool's training-set indices without the random-real base's, in pool order, so
+    no image is both in the base and picked. → (N,) int64 indices into the training set."""
+    p, b = np.asarray(pool_indices, dtype=np.int64), np.asarray(base_indices, dtype=np.int64)
+    if p.ndim != 1 or b.ndim != 1 or len(np.unique(p)) != len(p):
+        raise DataError(f"pool_without: expected two 1-D index arrays, the pool's without repeats; got shapes {p.shape} "
+                        f"and {b.shape}, {len(p) - len(np.unique(p))} repeated pool indices")
+    return p[~np.isin(p, b)]
 
 # %% ../nbs/11_dsco.ipynb #1cc0a60b
 SYNTH_MODES = {"da": "DsCo", "df": "DFDsCo", "off": "DiT†"}
@@ -1038,6 +1068,9 @@ class DsCoConfig(EvalSettings, RunConfig):
     doping_real_per_class: int | None = None   # real images per class scored (None: the whole training set, the paper)
     doping_student: str = "convnet"        # φ_S architecture
     doping_protocol: str = "soft"          # how φ_S is trained: soft (teacher KD at T = 20, the paper) | hard
+    doping_base: str = "dsco"              # what Doping fills up: dsco (the DsCo set) | random_real (ipc random real images; Table 8's NOpt ×)
+    doping_select: str = "confusion"       # what fills it: confusion (Eq. 31 ranking, §4.2.2) | random (random real images; Table 8's Doping ×)
+    doping_eval_overrides: dict = field(default_factory=dict)   # EvalConfig fields of φ_S only ({}: eval_overrides, the evaluation's)
     students: list[str] = field(default_factory=lambda: ["convnet"])
     baselines: list[str] = field(default_factory=lambda: ["random_real"])   # + full_data (every real image: slow on CPU)
     delta_vs: str = "random_real"          # paired Δ against: random_real | dit (DiT†)
@@ -1088,14 +1121,31 @@ class DsCoConfig(EvalSettings, RunConfig):
         if low: bad("doping_budgets", f"budgets above the base IPC ipc = {self.ipc} (Doping adds real images to the DsCo "
                                       f"set); below or at it: {low}")
         if list(b) != sorted(set(b)): bad("doping_budgets", "strictly increasing budgets")
-        if b and "da" not in self.modes: bad("doping_budgets", "[] unless modes holds 'da' (Doping builds on the DsCo set, §4.2)")
-        if b and self.doping_teacher is None and self.dataset != "fashion_mnist":
+        if self.doping_base not in DOPING_BASES:
+            bad("doping_base", "'dsco' (Doping fills up the DsCo set, §4.2) or 'random_real' (ipc random real images per class, "
+                               "Table 8's NOpt ×)")
+        if self.doping_select not in DOPING_SELECTS:
+            bad("doping_select", "'confusion' (the Eq. 31 ranking, §4.2.2) or 'random' (random real images, Table 8's Doping ×)")
+        if b and self.doping_base == "dsco" and "da" not in self.modes:
+            bad("doping_base", f"'da' in modes (doping_base 'dsco' dopes the DsCo set, §4.2; modes={list(self.modes)}), "
+                               "doping_base 'random_real' (a random-real base needs no NOpt set) or doping_budgets []")
+        if not isinstance(self.doping_eval_overrides, dict):
+            bad("doping_eval_overrides", "a dict of EvalConfig fields for φ_S ({}: φ_S gets eval_overrides)")
+        known = {f.name for f in dataclasses.fields(EvalConfig)}
+        wrong = sorted(set(self.doping_eval_overrides) - known)
+        if wrong: bad("doping_eval_overrides", f"EvalConfig fields for φ_S, some of {sorted(known)}; not EvalConfig fields: {wrong}")
+        if b and self.doping_select == "confusion" and self.doping_teacher is None and self.dataset != "fashion_mnist":
             bad("doping_teacher", f"a teacher spec for {self.dataset} ('torchvision:resnet18', a checkpoint path); only "
                                   "Fashion-MNIST has the zoo teacher as default")
         if self.doping_teacher is not None and (not isinstance(self.doping_teacher, str) or not self.doping_teacher):
             bad("doping_teacher", "None, 'zoo', 'torchvision:<model>' or a checkpoint path")
         if self.doping_real_per_class is not None and (not is_int(self.doping_real_per_class) or self.doping_real_per_class < 1):
             bad("doping_real_per_class", "None (score every real training image, the paper) or an integer ≥ 1")
+        if b and self.doping_real_per_class is not None:      # the pool must hold the largest budget's (B − ipc)·C real images
+            need = max(b) - (self.ipc if self.doping_base == "dsco" else 0)
+            if self.doping_real_per_class < need:
+                bad("doping_real_per_class", f"None or ≥ {need}: budget {max(b)} adds ({max(b)} − {self.ipc})·C real images" + (
+                    "" if self.doping_base == "dsco" else f" from a pool without the random-real base's {self.ipc} per class"))
         if self.doping_student not in STUDENTS: bad("doping_student", f"one of {list(STUDENTS)}")
         if self.doping_protocol not in ("soft", "hard"): bad("doping_protocol", "'soft' (teacher KD, the paper) or 'hard'")
         if isinstance(self.students, str) or not isinstance(self.students, (list, tuple)) or not self.students:
@@ -1123,6 +1173,16 @@ class DsCoConfig(EvalSettings, RunConfig):
     def nopt_settings(self) -> dict:
         "Keyword arguments of `synthesize_set` (NOptConfig fields) from this config."
         return dict(iters=self.iters, num_steps=self.num_steps, cfg_scale=float(self.cfg_scale), n_temp=self.n_temp, **self.nopt_overrides)
+
+    def doping_overrides(self) -> dict:
+        "EvalConfig overrides of the Doping student φ_S: `doping_eval_overrides`, or the evaluation's `eval_overrides` when empty."
+        return dict(self.doping_eval_overrides or self.eval_overrides)
+
+    def doped_method(self) -> str | None:
+        """Method name of the doped rows (`DOPED_SETS`); None for doping_base 'random_real' + doping_select 'random' (Table 8's
+        ××: the `random` rows at each budget, no doped set)."""
+        hit = DOPED_SETS.get((self.doping_base, self.doping_select))
+        return hit[0] if hit else None
 
     def doping_teacher_spec(self) -> str:
         "φ_T for `load_teacher`: `doping_teacher`, default the zoo teacher (Fashion-MNIST)."

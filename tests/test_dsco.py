@@ -728,3 +728,53 @@ def test_bad_doping_budget_below_the_base_ipc(tmp_path, monkeypatch):
     base, real = toy_set([0, 1, 2] * 2, size=32), toy_set([0, 1, 2] * 4, seed=1, size=32)
     with pytest.raises(ConfigError, match="budget=1: expected a doping budget ≥ the base IPC 2"):
         dope(base, real, _Fixed(3), [4, 1], tmp_path, protocol="hard", device="cpu")
+
+
+# ----------------------------------------------------------------------------------------------- Table 8's stage ablation
+
+def test_doping_base_select_and_phi_s_overrides_are_validated_naming_the_value(tmp_path):
+    "Table 8's options (doping_base, doping_select) and φ_S's own recipe (doping_eval_overrides): bad values fail in the config."
+    kw = dict(out_dir=str(tmp_path), ipc=10)
+    cases = [
+        (dict(doping_base="dsco_set"), r"doping_base='dsco_set': expected 'dsco' \(Doping fills up the DsCo set.*'random_real'"),
+        (dict(doping_select="topk"), r"doping_select='topk': expected 'confusion' \(the Eq\. 31 ranking.*'random'"),
+        (dict(doping_budgets=[20], modes=["df", "off"]),
+         r"doping_base='dsco': expected 'da' in modes .*modes=\['df', 'off'\].*doping_base 'random_real'"),
+        (dict(doping_eval_overrides={"epoch": 5}), r"doping_eval_overrides=\{'epoch': 5\}: expected EvalConfig fields .*not EvalConfig fields: \['epoch'\]"),
+        (dict(doping_eval_overrides=["epochs"]), r"doping_eval_overrides=\['epochs'\]: expected a dict of EvalConfig fields"),
+        (dict(doping_budgets=[20, 40], doping_real_per_class=25), r"doping_real_per_class=25: expected None or ≥ 30: budget 40"),
+        (dict(doping_budgets=[20], doping_real_per_class=15, doping_base="random_real"), r"≥ 20: .*without the random-real base's 10"),
+        (dict(dataset="imagenette", doping_budgets=[20]), r"doping_teacher=None: expected a teacher spec for imagenette"),
+    ]
+    for bad, msg in cases:
+        with pytest.raises(ConfigError, match=msg):
+            DsCoConfig(**kw, **bad)
+    # what is allowed: a random-real base needs no 'da' set; a random fill needs no teacher; φ_S's overrides replace the evaluation's
+    rr = DsCoConfig(**kw, doping_budgets=[20], modes=["off"], doping_base="random_real", doping_real_per_class=20)
+    assert rr.doped_method() == "random_doped"
+    DsCoConfig(**kw, dataset="imagenette", doping_budgets=[20], doping_select="random")
+    assert DsCoConfig(**kw, doping_select="random").doped_method() == "dsco_randfill"
+    assert DsCoConfig(**kw).doped_method() == "dsco_doped"
+    assert DsCoConfig(**kw, doping_base="random_real", doping_select="random").doped_method() is None    # ××: the random rows
+    ev = DsCoConfig(**kw, eval_overrides={"epochs": 500})
+    assert ev.doping_overrides() == {"epochs": 500}
+    phi = DsCoConfig(**kw, eval_overrides={"epochs": 500}, doping_eval_overrides={"epochs": 1000})
+    assert phi.doping_overrides() == {"epochs": 1000} and phi.eval_overrides == {"epochs": 500}
+    with pytest.raises(ConfigError, match=r"eval_overrides \['epoch'\]: not EvalConfig fields"):   # EvalSettings' own check
+        DsCoConfig(**kw, eval_overrides={"epoch": 5})
+
+
+def test_random_doping_order_and_pool_without():
+    from ddrepro.dsco import pool_without, random_doping_order
+    o = random_doping_order(50, seed=3)
+    assert sorted(o.tolist()) == list(range(50)) and o.dtype == np.int64
+    assert np.array_equal(o, random_doping_order(50, seed=3)) and not np.array_equal(o, random_doping_order(50, seed=4))
+    small, big = dope_indices(o, 3, 2, 5), dope_indices(o, 6, 2, 5)          # 5 and 20 images, prefixes of one permutation
+    assert len(small) == 5 and len(big) == 20 and set(small) <= set(big)
+    pool = np.array([8, 3, 5, 1, 9, 0])
+    assert pool_without(pool, [5, 0, 42]).tolist() == [8, 3, 1, 9]
+    assert pool_without(pool, []).tolist() == pool.tolist()
+    with pytest.raises(DataError, match="repeated pool indices"):
+        pool_without([1, 2, 2], [1])
+    with pytest.raises(ConfigError, match="n=0: expected a positive integer"):
+        random_doping_order(0)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from ddrepro.core import AssetError, DataError, config_from_namespace, load_yaml, project_root
-from ddrepro.dsco import DsCoConfig, NOptConfig, SET_NAMES
+from ddrepro.dsco import DOPED_SETS, NOPT_METHODS, DsCoConfig, NOptConfig, SET_NAMES
 from ddrepro.evaluate import eval_config, hard_epochs
 from ddrepro.backbones import HUB
 from ddrepro.reports import (cell_run_params, match_key, papermill_command, table_cells, table_specs,
@@ -36,8 +36,7 @@ RECIPE = {"dsco/table1": "E1", "dsco/table2": "E1", "dsco/table7": "E1", "dsco/t
 DATASET = {"dsco/table1": "imagenette", "dsco/table2": "imagewoof", "dsco/table3": "imagenette", "dsco/table4": "imagewoof",
            "dsco/table5": "imagenet1k", "dsco/table6": "imagenet1k", "dsco/table7": "imagenette", "dsco/table8": "imagenette",
            "dsco/table9": "imagenette", "dsco/table10": "imagenette", "dsco/table11": "imagenette", "dsco/fig3": "imagenet1k"}
-RUN_METHODS = set(SET_NAMES.values()) | {"random", "full", "dsco_doped"}       # what run_dsco's result rows are called
-PROPOSED_METHODS = {"dsco_randfill", "random_doped"}                           # Table 8 rows that need new options
+RUN_METHODS = set(SET_NAMES.values()) | {"random", "full"} | {m for m, _ in DOPED_SETS.values()}   # run_dsco's result rows
 CSV_HEAD = ["table", "dataset", "model", "method", "ipc", "selector", "budget", "lam_align", "real_weight", "lam_stats",
             "lam_maxoc", "mean", "std"]
 
@@ -153,7 +152,10 @@ def test_high_ipc_tables_dope_a_100_ipc_dsco_set_with_each_columns_student():
         cells = _cells(BY_NAME[name])
         budgets = sorted(b for _, cfg in cells for b in cfg.doping_budgets)
         want = [200, 300, 400, 700, 1000] if name != "dsco/table8" else [200, 300, 400, 700]
-        assert budgets == sorted(want * len(students)), name          # 1300: see the gap list below
+        variants = 4 if name == "dsco/table8" else 1                  # Table 8: doping_base × doping_select per budget group
+        assert budgets == sorted(want * len(students) * variants), name          # 1300: see the gap list below
+        if name != "dsco/table8":
+            assert all((cfg.doping_base, cfg.doping_select) == ("dsco", "confusion") for _, cfg in cells), name
         for _, cfg in cells:
             assert (cfg.ipc, cfg.modes) == (100, ["da"]), name        # the Dope Trigger's base for the subsets
             assert cfg.doping_teacher == cfg.teacher == "torchvision:resnet18" and cfg.doping_protocol == "soft"
@@ -161,6 +163,11 @@ def test_high_ipc_tables_dope_a_100_ipc_dsco_set_with_each_columns_student():
             assert cfg.doping_student in students
             assert ("full_data" in cfg.baselines) == (name != "dsco/table8" and max(cfg.doping_budgets) > 200)
         assert {cfg.doping_student for _, cfg in cells} == students
+    t8 = _cells(BY_NAME["dsco/table8"])                               # ✓✓, ×✓, ✓×, ×× at each budget group
+    for group in ([200], [300, 400, 700]):
+        got = {(cfg.doping_base, cfg.doping_select): cfg.doped_method() for _, cfg in t8 if cfg.doping_budgets == group}
+        assert got == {("dsco", "confusion"): "dsco_doped", ("random_real", "confusion"): "random_doped",
+                       ("dsco", "random"): "dsco_randfill", ("random_real", "random"): None}, group
     for name, budgets in (("dsco/table6", [700]), ("dsco/fig3", [100, 200, 300, 500, 700, 1000])):
         (_, cfg), = _cells(BY_NAME[name])
         assert (cfg.dataset, cfg.ipc, cfg.modes, cfg.doping_budgets) == ("imagenet1k", 50, ["da"], budgets)
@@ -239,9 +246,10 @@ def test_every_cell_evaluates_with_its_tables_recipe(spec):
             _check_recipe(recipe, cfg, st, cell)
             for b in cfg.doping_budgets:              # the doped sets and their random baselines: same recipe
                 _check_recipe(recipe, cfg, st, cell, ipc=b)
-        if cfg.doping_budgets:                        # φ_S is trained with the same overrides (run_dsco passes them)
+        if cfg.doping_budgets and cfg.doping_select == "confusion":   # φ_S: doping_overrides() (run_dsco passes them)
+            assert cfg.doping_overrides() == (cfg.doping_eval_overrides or cfg.eval_overrides)
             phi = eval_config(cfg.doping_protocol, cfg.preset, cfg.dataset, cfg.ipc, None, cfg.doping_student,
-                              repeats=1, **cfg.eval_overrides)
+                              repeats=1, **cfg.doping_overrides())
             assert phi.protocol == "soft" and phi.temperature == 20.0
 
 
@@ -312,8 +320,9 @@ def test_paper_csvs_are_long_format_with_one_line_per_printed_number(spec):
 
 
 def _produced(spec, cfg) -> list[dict]:
-    """The result rows a cell's run writes (run_dsco's evaluation cell): the DsCo rows (dsco, dfdsco, dsco_doped) carry
-    the effective NOpt weights, the others None (what the ablation tables are keyed on)."""
+    """The result rows a cell's run writes (run_dsco's evaluation cell): the rows of sets NOpt made (`NOPT_METHODS`: dsco,
+    dfdsco, dsco_doped, dsco_randfill) carry the effective NOpt weights, the others None (what the ablation tables are
+    keyed on). A doped run's rows at each budget: its doped set (`cfg.doped_method()`; none for Table 8's ××) and random."""
     w = dict(zip(("lam_align", "real_weight", "lam_stats", "lam_maxoc"), _weights(cfg)))
     rows, base = [], dict(dataset=cfg.dataset)
     for st in cfg.students:
@@ -321,8 +330,8 @@ def _produced(spec, cfg) -> list[dict]:
         if "random_real" in cfg.baselines: rows.append(dict(base, model=st, method="random", selector="", ipc=cfg.ipc, budget=cfg.ipc))
         if "full_data" in cfg.baselines: rows.append(dict(base, model=st, method="full", selector=""))
         for b in cfg.doping_budgets:
-            rows += [dict(base, model=st, method=m, selector=f"ipc{b}", budget=b) for m in ("dsco_doped", "random")]
-    rows = [dict(r, **{k: v if r["method"] in ("dsco", "dfdsco", "dsco_doped") else None for k, v in w.items()}) for r in rows]
+            rows += [dict(base, model=st, method=m, selector=f"ipc{b}", budget=b) for m in (cfg.doped_method(), "random") if m]
+    rows = [dict(r, **{k: v if r["method"] in NOPT_METHODS else None for k, v in w.items()}) for r in rows]
     return [r for r in rows if not spec.methods or r["method"] in spec.methods]
 
 
@@ -334,8 +343,6 @@ def _gap(name: str, line: dict) -> str | None:
         return "random_real_subset cannot draw 1300 per class (the paper's Random@1300 is the full set)"
     if name == "dsco/table6" and line["model"] in ("resnet34", "densenet121"):
         return f"student {line['model']} is not in ddrepro.students.STUDENTS"
-    if name == "dsco/table8" and line["method"] in PROPOSED_METHODS:
-        return "needs DsCoConfig doping_base / doping_select"
     if name == "dsco/fig3" and line["method"] in ("dsco", "full"):
         return "Table 5's (E3) and Table 6's cells"
     return None
@@ -350,7 +357,7 @@ def test_a_cell_behind_every_printed_number_we_run(spec):
     inv = {"dataset": "dataset", "model": "model", **spec.paper_match}
     missing, gaps = [], []
     for line in paper.to_dict("records"):
-        if line["method"] not in RUN_METHODS | PROPOSED_METHODS: continue     # the literature's numbers: not run
+        if line["method"] not in RUN_METHODS: continue                     # the literature's numbers: not run
         hit = tuple(match_key(line[inv[k]]) for k in keys) in have
         why = _gap(spec.name, line)
         if why: gaps.append((line, hit))
@@ -468,7 +475,7 @@ def _fake_records(spec, root):
         rec.finish()
 
 
-@pytest.mark.parametrize("name", ["dsco/table1", "dsco/table3", "dsco/table7"])
+@pytest.mark.parametrize("name", ["dsco/table1", "dsco/table3", "dsco/table7", "dsco/table8"])
 def test_a_drawn_table_shows_the_papers_numbers_beside_ours(name, tmp_path):
     from ddrepro.reports import draw_table
     spec = BY_NAME[name]
@@ -477,11 +484,13 @@ def test_a_drawn_table_shows_the_papers_numbers_beside_ours(name, tmp_path):
     sbs = pd.read_csv(tmp_path / "figures" / f"{name.replace('/', '_')}_vs_paper.csv", dtype=str).fillna("")
     paper = _paper(spec)
     want = {"dsco/table1": ("dsco", "resnet_ap10", "10", "69.8 ± 1.1"), "dsco/table3": ("dsco_doped", "resnet_ap10", "ipc700", "97.2 ± 0.3"),
-            "dsco/table7": ("dsco", "", "50", "81.4")}[name]
+            "dsco/table7": ("dsco", "", "50", "81.4"), "dsco/table8": ("random_doped", "resnet18_idc", "ipc300", "95.4")}[name]
     if name == "dsco/table1":
         hit = sbs[(sbs.method == want[0]) & (sbs.model == want[1]) & (sbs.ipc == want[2])]
     elif name == "dsco/table3":
         hit = sbs[(sbs.method == want[0]) & (sbs.model == want[1]) & (sbs.selector == want[2])]
+    elif name == "dsco/table8":                       # one student: no model column
+        hit = sbs[(sbs.method == want[0]) & (sbs.selector == want[2])]
     else:                                             # ✓ L_align, × L_real at IPC 50
         hit = sbs[(sbs.method == want[0]) & (sbs.ipc == want[2]) & (sbs.lam_align == "0.0005") & (sbs.real_weight == "0")]
     assert list(hit["paper"]) == [want[3]], sbs.to_string()

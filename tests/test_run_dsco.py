@@ -12,7 +12,7 @@ import pytest
 
 from ddrepro.core import ConfigError
 from ddrepro.data import class_map, load_distilled
-from ddrepro.dsco import DsCoConfig
+from ddrepro.dsco import DsCoConfig, NOptConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPERMILL = [str(Path(sys.executable).parent / "papermill")]
@@ -55,16 +55,68 @@ def test_run_dsco_embedded_smoke(tmp_path):
     dr = rows[rows.selector == "ipc3"]
     assert sorted(dr.set) == ["DsCo + Doping", "random real"] and (dr.delta_vs == "random/ipc3").all() and (dr.budget == 3).all()
     assert rec["results"]["dope_trigger_point"] == dict(ipc=2, n_recognized=rec["results"]["dope_trigger_point"]["n_recognized"], n_scored=300)
-    # a rerun into the same folder resumes: the three finished sets are reused, not synthesised again
+    assert rec["results"]["doping"]["base"] == "dsco" and rec["results"]["doping"]["select"] == "confusion"
+    # a rerun into the same folder resumes: the three finished sets are reused, not synthesised again. It dopes with
+    # Table 8's Doping × (doping_select random): the DsCo set + 10 random real images, no φ_S, no teacher
     r = _papermill(tmp_path, "-p", "ipc", "2", "-p", "num_steps", "4", "-p", "iters", "2", "-p", "n_temp", "4",
                    "-p", "real_per_class", "20", "-p", "repeats", "1", "-y", "eval_overrides: {epochs: 2}",
+                   "-y", "doping_budgets: [3]", "-p", "doping_real_per_class", "30", "-p", "doping_select", "random",
                    "-p", "template_dir", str(tmp_path / "templates"), "-p", "out_dir", str(out))
     assert r.returncode == 0, r.stderr[-4000:]
     rec2 = json.loads((out / "record.json").read_text())
     assert all(rec2["stages"][f"synthesize_{n}"].get("from_cache") for n in ("dsco", "dfdsco", "dit"))
+    rf = load_distilled(out / "doped" / "ipc3", cm)
+    assert sum(rf.per_class()) == 30 and min(rf.per_class()) >= 2
+    assert rec2["results"]["doping"] == dict(base="dsco", select="random", method="dsco_randfill", phi_s_overrides=None,
+                                             budgets={"3": dict(per_class=rf.per_class(), real=10)})
+    assert "dope_trigger_point" not in rec2["results"] and "scored" not in rec2["stages"]["doping"]
+    assert "doping_teacher" not in rec2["assets"]                     # a random fill needs no φ_T
+    meta = json.loads((out / "doped" / "ipc3" / "doping.json").read_text())
+    assert meta["synthetic"] == 20 and meta["real"] == 10 and meta["conf"] is None
+    assert len(set(meta["real_indices"])) == 10 and max(meta["real_indices"]) < 300    # positions in the 300-image pool
+    assert sorted(p.name for p in (out / "doped" / "ipc3").rglob("syn_*.png")) == sorted(f"syn_{k}.png" for k in (0, 1) for _ in range(10))
+    dr = pd.DataFrame(rec2["results"]["rows"]).query("selector == 'ipc3'")
+    assert sorted(dr.set) == ["DsCo + random real", "random real"] and (dr.delta_vs == "random/ipc3").all()
+    lam = dr.set_index("method").lam_align                            # an NOpt set: it carries the NOpt weights
+    assert lam["dsco_randfill"] == NOptConfig().lam_align and pd.isna(lam["random"])
     assert {"dit", "vae", "doping_teacher"} <= set(rec["assets"])
     for f in ("fig5_class_grids.png", "fig6_latent_tsne.png", "fig7_confusion_ordered.png", "fig8_group_distances.png"):
         assert (out / f).stat().st_size > 1000, f                  # the paper's Figs. 5-8 drawn from this run
+
+
+@pytest.mark.slow
+def test_run_dsco_random_real_base_with_confusion_doping(tmp_path):
+    """Table 8's NOpt ×, Doping ✓ (doping_base random_real): the base is the random real set at IPC 2, φ_S is trained on
+    it, and the 10 confusion-picked real images come from the pool without the base's 20 (no image twice). DiT† only
+    (modes [off]): a random-real base needs no DsCo set."""
+    out = tmp_path / "run"
+    r = _papermill(tmp_path, "-p", "ipc", "2", "-p", "num_steps", "4", "-y", "modes: ['off']", "-p", "repeats", "1",
+                   "-y", "eval_overrides: {epochs: 2}", "-y", "doping_budgets: [3]", "-p", "doping_real_per_class", "30",
+                   "-p", "doping_base", "random_real", "-p", "out_dir", str(out))
+    assert r.returncode == 0, r.stderr[-4000:]
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["status"] == "complete" and "synthesize_dsco" not in rec["stages"]
+    cm = class_map("fashion_mnist")
+    doped = load_distilled(out / "doped" / "ipc3", cm)
+    assert sum(doped.per_class()) == 30 and min(doped.per_class()) >= 2
+    meta = json.loads((out / "doped" / "ipc3" / "doping.json").read_text())
+    assert (meta["synthetic"], meta["real"], meta["base_prefix"]) == (20, 10, "base")
+    assert len(list((out / "doped" / "ipc3").rglob("base_*.png"))) == 20 and len(list((out / "doped" / "ipc3").rglob("real_*.png"))) == 10
+    # the scored pool: the 300 images of doping_real_per_class 30 without the base's 20; picks are positions in it
+    pool_file = Path(rec["results"]["doping_pool"]["indices_file"])
+    pool_meta = json.loads(pool_file.read_text())
+    pool, base = pool_meta["indices"], json.loads(Path(pool_meta["without"]).read_text())["indices"]   # training-set indices
+    assert len(pool) == 280 == len(set(pool)) and len(base) == 20 and not set(pool) & set(base)
+    picked = [pool[i] for i in meta["real_indices"]]
+    assert len(set(picked)) == 10 and not set(picked) & set(base)          # no image in the base and picked as well
+    assert rec["stages"]["doping"]["scored"] == 280 and rec["results"]["doping_pool"]["without_base"] is True
+    assert rec["results"]["doping"]["method"] == "random_doped" and rec["results"]["doping"]["phi_s_overrides"] == {"epochs": 2}
+    assert rec["results"]["dope_trigger_point"]["n_scored"] == 280
+    rows = pd.DataFrame(rec["results"]["rows"])
+    dr = rows[rows.selector == "ipc3"]
+    assert sorted(dr.set) == ["random real", "random real + Doping"] and (dr.delta_vs == "random/ipc3").all()
+    assert dr[dr.method == "random_doped"].lam_align.isna().all()         # not an NOpt set: no NOpt weights
+    assert sorted(rows[rows.selector == ""].set) == ["DiT†", "random real"]
 
 
 def test_bad_parameters_fail_in_milliseconds_naming_them():
