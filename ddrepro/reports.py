@@ -380,7 +380,8 @@ def drop_repeated(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     into a std of 0. Rows without a fingerprint (older records) are all kept."""
     if "fingerprint" not in df: return df
     has = df["fingerprint"].map(lambda v: isinstance(v, str))
-    sig = df[list(keys)].apply(lambda col: col.map(match_key)).agg("|".join, axis=1)   # None keys (DiT† rows' weights) too + "#" + df["fingerprint"].astype(str) + "#" + df.get("seeds", pd.Series("", index=df.index)).map(repr)
+    # keys through match_key, so None keys (DiT† rows' NOpt weights) join too
+    sig = df[list(keys)].apply(lambda col: col.map(match_key)).agg("|".join, axis=1) + "#" + df["fingerprint"].astype(str) + "#" + df.get("seeds", pd.Series("", index=df.index)).map(repr)
     return df[~(has & sig.duplicated())]
 
 def cited_cells(spec: TableSpec, paper: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
