@@ -336,7 +336,9 @@ def test_lab_sas_notebook(lab, browser):
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-RenderedMarkdown")
              and browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-OutputArea-output"),
              what="rendered markdown and stored outputs")
-    title = browser.find_element(By.CSS_SELECTOR, ".jp-Notebook .jp-RenderedMarkdown h1")
+    # markdown cells render one by one: wait for the title's own h1 (on a loaded machine it can lag the first outputs)
+    titles = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-RenderedMarkdown h1"), what="the title's h1")
+    title = titles[0]
     assert title.text.strip().startswith("sas"), title.text
     time.sleep(2)                                   # let the first outputs paint before the screenshot
     screenshot(browser, "lab_10_sas.png")
