@@ -754,6 +754,7 @@ def _evaluate_set(train, test, protocol, preset, student, repeats, seed, teacher
             if old.get("fingerprint") == fp:
                 runs.append(old); continue
         if (hit := cached_run(fp, seed + r)) is not None:    # the same training run, already done by another record
+            hit = dict(hit, repeat=r)                       # this record's index (the cached run may be another record's run 0)
             write_json(path, hit); runs.append(hit); continue
         desc = f"{name or cm.dataset} {cfg.protocol}/{cfg.preset} ipc{set_ipc} run {r + 1}/{cfg.repeats}"
         if rec is not None:

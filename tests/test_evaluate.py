@@ -550,3 +550,13 @@ def test_dsa_augmentation_option_trains_and_differs_from_rrc(tmp_path):
     assert d["final_mean"] >= 0.4 and d["finals"] != r["finals"]
     with pytest.raises(ConfigError, match="augment='mixup'"):
         ev.eval_config("hard", "embedded", "fashion_mnist", 10, augment="mixup")
+
+
+def test_a_cached_run_takes_this_records_repeat_index(tmp_path, monkeypatch):
+    "Runs cached by one-seed records (each its own run 0) merge into a many-run record as runs 0, 1, … of that record."
+    monkeypatch.setenv("DDREPRO_EVAL_CACHE", str(tmp_path / "cache"))
+    train, test = _set(3), _set(2, seed=1)
+    singles = [ev.evaluate_set(train, test, "hard", repeats=1, seed=s, **_kw(tmp_path / f"s{s}")) for s in (5, 6)]
+    both = ev.evaluate_set(train, test, "hard", repeats=2, seed=5, **_kw(tmp_path / "both"))      # all from the cache
+    assert both["finals"] == [x["finals"][0] for x in singles] and both["seeds"] == [5, 6]
+    assert [ev.read_json(tmp_path / "both" / "repeats" / f"repeat_{r}.json")["repeat"] for r in (0, 1)] == [0, 1]
