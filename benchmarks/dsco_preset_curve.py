@@ -54,7 +54,8 @@ def median_bandwidth(y) -> float:
 
 def set_quality(feats, logits, label: int, ref_feats, bandwidth: float) -> dict:
     """One class's images against the held-out real images of that class, in teacher features: MMD², teacher accuracy,
-    within-class angular spread (mean angle to the class mean, radians)."""
+    and `spread` = the mean angle (radians) of the features to their class mean. Not `selection.within_class_spread`
+    (SAS's mean pairwise angle between encoder embeddings): a different measure in a different space."""
     import torch
     f = torch.as_tensor(feats, dtype=torch.float64)
     u = f / f.norm(dim=1, keepdim=True)
@@ -154,8 +155,8 @@ def main(argv=None):
         from ddrepro.data import to_float01
         with torch.no_grad():
             x = to_float01(images_u8) if images_u8.dtype == torch.uint8 else images_u8
-            f = teacher.features(x) if hasattr(teacher, "features") else None
-            return f, teacher(x)
+            f = teacher.features(x)                          # the zoo teacher's penultimate features
+            return f, teacher.fc(f)
 
     ref = {}
     for c in classes:
