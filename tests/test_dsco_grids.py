@@ -60,13 +60,6 @@ def _paper(spec) -> pd.DataFrame:
     return pd.read_csv(project_root() / spec.paper, dtype=str).fillna("")
 
 
-def _has_bare_off(spec) -> bool:
-    "A YAML `off` without quotes is the boolean False (YAML 1.1), not DiT†'s mode name."
-    raw = load_yaml(spec.path)
-    lists = [raw.get("modes", [])] + [r["set"].get("modes", []) for r in spec.cell_params]
-    return any(not isinstance(m, str) for ms in lists for m in ms)
-
-
 def test_no_dsco_params_file_writes_a_bare_off():
     "Every shipped DsCo params file, paper scale and embedded, names DiT†'s mode as the string 'off'."
     files = sorted((project_root() / "params" / "dsco").rglob("*.yaml"))
