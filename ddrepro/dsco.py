@@ -23,16 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import ConfigError, DataError, RunConfig, atomic_write, derive_seed, progress, project_root
+from .core import ConfigError, DataError, RunConfig, atomic_write, derive_seed, progress, project_root, read_json
 from .data import DATASETS, ClassMap, ImageSet, save_image_set, to_float01, to_uint8, check_val_split
 from .students import STUDENTS, predict_logits
 from .diffusion import decode_latents, encode_latents, eval_mode, generators_for, make_scheduler, sample_dit
-from .evaluate import EvalConfig, EvalSettings, eval_config, train_student
+from .evaluate import EvalConfig, EvalSettings, eval_cache_dir, eval_config, train_student
 
 # %% auto #0
 __all__ = ['PROJECTORS', 'PROB_TOL', 'PAPER_TABLE13', 'PAIRINGS', 'MODES', 'INITS', 'DOPED_META', 'DOPING_BASES',
            'DOPING_SELECTS', 'DOPED_SETS', 'NOPT_METHODS', 'SYNTH_MODES', 'DSCO_BASELINES', 'DELTA_VS', 'SET_NAMES',
-           'RUN_NOPT_FIELDS', 'PICKS', 'absn2', 'reality_loss', 'ProjectorConfig', 'GroupedProjector',
+           'RUN_NOPT_FIELDS', 'UNUSED_BY', 'PICKS', 'absn2', 'reality_loss', 'ProjectorConfig', 'GroupedProjector',
            'projector_features', 'diffused_count', 'AlignTarget', 'align_target', 'align_loss_to', 'align_loss',
            'channel_mean', 'channel_std', 'cross_normalize', 'occupation_loss', 'stats_loss', 'df_align_loss',
            'DopeTrigger', 'dope_trigger', 'confusion_score', 'nopt_loss', 'DAAlign', 'DFAlign', 'latin_normal',
@@ -41,8 +41,9 @@ __all__ = ['PROJECTORS', 'PROB_TOL', 'PAPER_TABLE13', 'PAIRINGS', 'MODES', 'INIT
            'load_template_stats', 'make_template_stats', 'TemplateTarget', 'NOptConfig', 'NOptResult', 'nopt_sample',
            'DopingScores', 'score_real', 'doping_order', 'doping_count', 'dope_indices', 'images_fingerprint',
            'doping_student', 'dope', 'write_doped_set', 'random_doping_order', 'pool_without', 'class_latents',
-           'synthesize_set', 'DsCoConfig', 'plot_class_grids', 'LatentTSNE', 'latent_tsne', 'plot_latent_tsne',
-           'confusion_ordered_indices', 'plot_confusion_ordered', 'group_distance_matrix', 'plot_group_distances']
+           'synthesize_set', 'DsCoConfig', 'synthesis_key', 'shared_synthesis_dir', 'share_set', 'reuse_set',
+           'plot_class_grids', 'LatentTSNE', 'latent_tsne', 'plot_latent_tsne', 'confusion_ordered_indices',
+           'plot_confusion_ordered', 'group_distance_matrix', 'plot_group_distances']
 
 # %% ../nbs/11_dsco.ipynb #fb790965
 def absn2(x: torch.Tensor) -> torch.Tensor:
@@ -1190,6 +1191,60 @@ class DsCoConfig(EvalSettings, RunConfig):
 
     def template_cache(self) -> Path:
         return Path(self.template_dir) if self.template_dir else project_root() / "runs" / "dsco" / "templates"
+
+# %% ../nbs/11_dsco.ipynb #7988ab9c
+_DF_ONLY = {"lam_stats", "lam_maxoc", "stats_scale", "n_temp", "template_seed", "template_projector_seed"}
+_DA_ONLY = {"lam_align", "copies", "n_diff", "min_real", "pairing", "sort", "projector_seed", "chunk"}
+UNUSED_BY = {"da": _DF_ONLY, "df": _DA_ONLY,                   # DiT† reads the sampler's settings only
+             "off": _DF_ONLY | _DA_ONLY | {"lr", "momentum", "real_weight", "projector"}}
+
+def synthesis_key(mode: str, cfg: DsCoConfig, assets: dict) -> str:
+    """What a finished set depends on: mode, IPC, seed, NOpt settings, real target size and the DiT/VAE weights (by hash).
+    `mode` ∈ SYNTH_MODES; `cfg` the run's DsCoConfig; `assets` the RunRecord's {name: asset dict}, of which `dit` and
+    `vae` count by `id`, `revision`, `sha256`. NOpt enters as the effective NOptConfig `synthesize_set` builds, without the
+    fields `UNUSED_BY[mode]` (the mode does not read them); `real_per_class` for mode 'da' only. → 16 hex digits (the
+    sha256 of the sorted JSON), the name of the set in the shared cache: byte-stable for the same inputs."""
+    weights = {k: {f: v for f, v in (assets.get(k) or {}).items() if f in ("id", "revision", "sha256")} for k in ("dit", "vae")}
+    nopt = dataclasses.asdict(NOptConfig(**{**cfg.nopt_settings(), **(dict(mode="da", iters=0, init="randn") if mode == "off" else dict(mode=mode))}))
+    nopt = {k: v for k, v in nopt.items() if k not in UNUSED_BY[mode]}    # effective settings, only those the mode reads
+    what = dict(mode=mode, ipc=cfg.ipc, seed=cfg.seed, nopt=nopt, dataset=cfg.dataset,
+                real_per_class=cfg.real_per_class if mode == "da" else None, **weights)
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+# %% ../nbs/11_dsco.ipynb #d21001ce
+def shared_synthesis_dir(key: str) -> Path | None:
+    """The shared cache folder of the finished set `key` (`synthesis_key`): `dsco/<key>` beside the evaluation cache
+    (`eval_cache_dir()`: runs/cache/eval → runs/cache/dsco/<key>, or beside $DDREPRO_EVAL_CACHE). None when sharing is
+    off (DDREPRO_EVAL_CACHE=off)."""
+    d = eval_cache_dir()
+    return None if d is None else d.parent / "dsco" / key
+
+# %% ../nbs/11_dsco.ipynb #b9d01a9f
+def share_set(folder: Path, done: Path, shared: Path | None) -> None:
+    """Copy a finished set into the shared cache for later runs with the same key (first writer wins). `folder`: the
+    run's distilled/<set>/ (class folders of images); `done`: its distilled/<set>.json ({key, settings}); `shared`:
+    `shared_synthesis_dir(key)`, None = sharing off (nothing done). Written as `shared`.tmp<pid>/{images/, set.json},
+    then renamed to `shared`; an existing `shared` is left as it is."""
+    if shared is None or shared.exists(): return
+    tmp = shared.with_name(shared.name + f".tmp{os.getpid()}")
+    shutil.copytree(folder, tmp / "images"); shutil.copy(done, tmp / "set.json")
+    if not shared.exists(): tmp.rename(shared)
+    else: shutil.rmtree(tmp)
+
+# %% ../nbs/11_dsco.ipynb #dda0a49a
+def reuse_set(folder: Path, done: Path, key: str, shared: Path | None) -> bool:
+    """The set is already finished here (an interrupted run) or in the shared cache (copied here, atomically): True.
+    Here: `done` (distilled/<set>.json) exists with this `key`; nothing is copied. Else, when `shared` holds a finished
+    set (its set.json): its images are copied to `folder`.tmp (a stale one from a killed copy is removed first),
+    which replaces `folder` by a rename, and set.json becomes `done`. False: the set must be synthesised."""
+    if done.exists() and read_json(done).get("key") == key: return True
+    if shared is None or not (shared / "set.json").exists(): return False
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists(): shutil.rmtree(tmp)
+    shutil.copytree(shared / "images", tmp)
+    if folder.exists(): shutil.rmtree(folder)
+    tmp.rename(folder); shutil.copy(shared / "set.json", done)
+    return True
 
 # %% ../nbs/11_dsco.ipynb #c246c6b2
 def _tile(images: torch.Tensor, nrow: int, pad: int = 2) -> np.ndarray:

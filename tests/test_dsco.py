@@ -778,3 +778,124 @@ def test_random_doping_order_and_pool_without():
         pool_without([1, 2, 2], [1])
     with pytest.raises(ConfigError, match="n=0: expected a positive integer"):
         random_doping_order(0)
+
+
+# ----------------------------------------------------------------------------------------------- the shared synthesis cache
+
+# Computed with run_dsco's own `synthesis_key` (in the run notebook) before it moved to ddrepro.dsco. Existing caches
+# under runs/cache/dsco/<key> are named by these keys: a change here orphans them.
+KEY_ASSETS = {"dit": {"id": "zoo/dit", "revision": "r1", "sha256": "ab" * 32, "path": "/somewhere/dit", "source": "zoo"},
+              "vae": {"id": "zoo/vae", "sha256": "cd" * 32, "path": "/x/vae"}}
+PINNED_KEYS = {"small": {"da": "2a82831f7b4b96c4", "df": "57b6252fa694e90b", "off": "c9e6305b7bff912b"},
+               "small, real_per_class 100, lam_align 1e-3": {"da": "f228c9bdf019f46b", "df": "57b6252fa694e90b",
+                                                             "off": "c9e6305b7bff912b"},
+               "defaults, no assets": {"da": "e425f40a03c0cb7a", "df": "57bf92c564e3d0f6", "off": "cdca5269ced87c9f"}}
+
+
+def key_config(**kw):
+    from ddrepro.dsco import DsCoConfig
+    return DsCoConfig(**{"out_dir": "/tmp/ddrepro-unused", "ipc": 10, "iters": 5, "num_steps": 4, **kw})
+
+
+def test_synthesis_key_is_byte_stable():
+    from ddrepro.dsco import DsCoConfig, synthesis_key
+    cfgs = {"small": (key_config(), KEY_ASSETS),
+            "small, real_per_class 100, lam_align 1e-3": (key_config(real_per_class=100, nopt_overrides={"lam_align": 1e-3}), KEY_ASSETS),
+            "defaults, no assets": (DsCoConfig(out_dir="/tmp/ddrepro-unused"), {})}
+    assert {n: {m: synthesis_key(m, c, a) for m in ("da", "df", "off")} for n, (c, a) in cfgs.items()} == PINNED_KEYS
+
+
+def test_synthesis_key_reads_exactly_the_settings_of_its_mode():
+    "Every NOpt field changed one at a time: a mode's key moves iff the mode reads the field (not in UNUSED_BY[mode])."
+    from ddrepro.dsco import UNUSED_BY, synthesis_key
+    changed = dict(lam_stats=2e-3, lam_maxoc=5.0, stats_scale=16.0, template_seed=1, template_projector_seed=1,
+                   lam_align=1e-3, copies=6, n_diff=100, min_real=20, pairing="matched", sort=False, projector_seed=3,
+                   chunk=128, lr=0.2, momentum=0.5, real_weight=2.0, projector="paper", amp=False, init="randn")
+    base = {m: synthesis_key(m, key_config(), KEY_ASSETS) for m in ("da", "df", "off")}
+    for m in base:
+        for f, v in changed.items():
+            moved = synthesis_key(m, key_config(nopt_overrides={f: v}), KEY_ASSETS) != base[m]
+            reads = f not in UNUSED_BY[m] and not (m == "off" and f == "init")      # DiT†: init randn, always
+            assert moved == reads, (m, f)
+        for f, v in dict(n_temp=50, iters=7, num_steps=8, cfg_scale=2.0, ipc=20, seed=1, dataset="imagenette",
+                         real_per_class=200).items():
+            moved = synthesis_key(m, key_config(**{f: v}), KEY_ASSETS) != base[m]
+            reads = {"n_temp": m == "df", "iters": m != "off", "real_per_class": m == "da"}.get(f, True)
+            assert moved == reads, (m, f)
+    # the weights count by id / revision / sha256, not where they lie
+    moved = {k: dict(v, path="/elsewhere", source="hub") for k, v in KEY_ASSETS.items()}
+    assert synthesis_key("da", key_config(), moved) == base["da"]
+    for k, f in (("dit", "sha256"), ("dit", "revision"), ("vae", "id")):
+        other = dict(KEY_ASSETS, **{k: dict(KEY_ASSETS[k], **{f: "other"})})
+        assert synthesis_key("off", key_config(), other) != base["off"], (k, f)
+
+
+def test_shared_synthesis_dir_sits_beside_the_eval_cache(monkeypatch, tmp_path):
+    from ddrepro.core import project_root
+    from ddrepro.dsco import shared_synthesis_dir
+    monkeypatch.delenv("DDREPRO_EVAL_CACHE", raising=False)
+    assert shared_synthesis_dir("k") == project_root() / "runs" / "cache" / "dsco" / "k"
+    monkeypatch.setenv("DDREPRO_EVAL_CACHE", str(tmp_path / "c" / "eval"))
+    assert shared_synthesis_dir("k") == tmp_path / "c" / "dsco" / "k"
+    for off in ("off", "0", "", "no", "false"):
+        monkeypatch.setenv("DDREPRO_EVAL_CACHE", off)
+        assert shared_synthesis_dir("k") is None
+
+
+def _finished_set(run: Path, key: str, tag: str):
+    "A run folder's finished set, as run_dsco leaves it: distilled/dsco/<class>/*.png and distilled/dsco.json."
+    from ddrepro.core import write_json
+    folder, done = run / "distilled" / "dsco", run / "distilled" / "dsco.json"
+    for c in ("a", "b"):
+        (folder / c).mkdir(parents=True, exist_ok=True)
+        for i in range(2): (folder / c / f"{i}.png").write_bytes(f"{tag}-{c}-{i}".encode())
+    write_json(done, dict(key=key, settings=[dict(run=tag)]))
+    return folder, done
+
+
+def _tree(d: Path) -> dict:
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_share_set_first_writer_wins_and_leaves_no_temporary(tmp_path):
+    from ddrepro.core import read_json
+    from ddrepro.dsco import share_set
+    shared = tmp_path / "cache" / "dsco" / "k1"
+    fa, da = _finished_set(tmp_path / "runA", "k1", "A")
+    fb, db = _finished_set(tmp_path / "runB", "k1", "B")
+    assert share_set(fa, da, None) is None and not (tmp_path / "cache").exists()       # sharing off
+    share_set(fa, da, shared)
+    share_set(fb, db, shared)
+    assert _tree(shared / "images") == _tree(fa) and read_json(shared / "set.json")["settings"] == [dict(run="A")]
+    assert sorted(p.name for p in shared.parent.iterdir()) == ["k1"]
+    assert _tree(fb) != _tree(fa) and read_json(db)["settings"] == [dict(run="B")]      # the second writer's own set untouched
+
+
+def test_reuse_set_own_folder_cache_copy_and_interrupted_copy(tmp_path):
+    from ddrepro.core import read_json
+    from ddrepro.dsco import reuse_set, share_set
+    shared = tmp_path / "cache" / "dsco" / "k1"
+    fa, da = _finished_set(tmp_path / "runA", "k1", "A")
+    before = _tree(tmp_path / "runA")
+    # an interrupted run: its own finished set, no cache needed; another key is not it
+    assert reuse_set(fa, da, "k1", None) is True and _tree(tmp_path / "runA") == before
+    assert reuse_set(fa, da, "k2", None) is False
+    # no shared cache, or nothing under this key (or a folder without set.json): False, nothing written
+    fc, dc = tmp_path / "runC" / "distilled" / "dsco", tmp_path / "runC" / "distilled" / "dsco.json"
+    assert reuse_set(fc, dc, "k1", None) is False and reuse_set(fc, dc, "k1", shared) is False
+    (shared / "images").mkdir(parents=True)                                              # not a finished set
+    assert reuse_set(fc, dc, "k1", shared) is False and not (tmp_path / "runC").exists()
+    (shared / "images").rmdir(); shared.rmdir()
+    share_set(fa, da, shared)
+    # copied from the shared cache into a fresh folder; afterwards it is the run's own
+    assert reuse_set(fc, dc, "k1", shared) is True
+    assert _tree(fc) == _tree(fa) and read_json(dc) == read_json(da)
+    assert sorted(p.name for p in fc.parent.iterdir()) == ["dsco", "dsco.json"]
+    assert reuse_set(fc, dc, "k1", None) is True
+    # killed mid-copy before: a stale .tmp and an old set of another key are both replaced
+    fe, de = _finished_set(tmp_path / "runE", "k0", "E")
+    (fe.parent / "dsco.tmp" / "a").mkdir(parents=True)
+    (fe.parent / "dsco.tmp" / "a" / "junk.png").write_bytes(b"half")
+    assert reuse_set(fe, de, "k1", shared) is True
+    assert _tree(fe) == _tree(fa) and read_json(de)["key"] == "k1"
+    assert sorted(p.name for p in fe.parent.iterdir()) == ["dsco", "dsco.json"]

@@ -150,3 +150,12 @@ def test_a_count_above_the_smallest_class_stops_in_the_preflight(tmp_path):
     assert "DataError" in err and "6000 training images" in err and "'real_per_class': 7000" in err and "doping budget 6500" in err, err[-3000:]
     rec = json.loads((tmp_path / "run" / "record.json").read_text())
     assert list(rec["stages"]) == ["preflight"]
+
+
+def test_run_dsco_takes_the_synthesis_cache_from_the_library():
+    "The shared synthesis cache (key, reuse, share, where) is ddrepro.dsco's, tested there; the run notebook only calls it."
+    code = "\n".join("".join(c["source"]) for c in json.loads(NB.read_text())["cells"] if c["cell_type"] == "code")
+    for name in ("synthesis_key", "reuse_set", "share_set", "shared_synthesis_dir"):
+        assert f"def {name}" not in code and f"{name}(" in code, name
+    assert "UNUSED_BY" not in code and "_DF_ONLY" not in code and "hashlib" not in code
+    assert "from ddrepro.dsco import class_latents, reuse_set, share_set, shared_synthesis_dir, synthesis_key, synthesize_set" in code
