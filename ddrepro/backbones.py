@@ -17,16 +17,16 @@ from torch import nn
 
 from .core import AssetError, ConfigError, file_sha256, pick_device
 from .data import ClassMap
-from .diffusion import random_unet, _random_init_
+from .diffusion import random_unet, unclip_condition, _random_init_
 from .students import Normalized, STUDENTS, build_student, IMAGENET_MEAN, IMAGENET_STD
 from . import zoo
 
 # %% auto #0
-__all__ = ['WEIGHT_FILES', 'HUB', 'META_DIT_URL', 'DIT_HEADS', 'META_TIMESTEPS_FILE', 'CLIP_MEAN', 'CLIP_STD', 'Asset',
-           'weights_sha256', 'hub_entry', 'hub_snapshot', 'meta_dit_config', 'convert_meta_dit', 'meta_dit_compat',
-           'read_checkpoint', 'load_dit', 'load_vae', 'load_ddpm', 'TextBackbone', 'load_text_backbone',
-           'tiny_clip_text', 'load_clip', 'ClipEncoder', 'TeacherHead', 'load_teacher', 'load_image_text_encoder',
-           'check_encoder_spec']
+__all__ = ['WEIGHT_FILES', 'HUB', 'META_DIT_URL', 'DIT_HEADS', 'META_TIMESTEPS_FILE', 'ZOO_TEXT_BACKBONES', 'ZOO_ENCODERS',
+           'CLIP_MEAN', 'CLIP_STD', 'Asset', 'weights_sha256', 'hub_entry', 'hub_snapshot', 'meta_dit_config',
+           'convert_meta_dit', 'meta_dit_compat', 'read_checkpoint', 'load_dit', 'load_vae', 'load_ddpm',
+           'TextBackbone', 'load_text_backbone', 'tiny_clip_text', 'load_clip', 'ClipEncoder', 'TeacherHead',
+           'load_teacher', 'load_image_text_encoder', 'check_encoder_spec']
 
 # %% ../nbs/05_backbones.ipynb #83a3dbde
 @dataclass
@@ -293,6 +293,8 @@ def load_ddpm(source: str | os.PathLike = "cifar10-ddpm", revision: str | None =
     return _finish(model, device, dtype), sched, asset
 
 # %% ../nbs/05_backbones.ipynb #edbfcb71
+ZOO_TEXT_BACKBONES = {"zoo": "unet", "zoo-attr": "attr_unet", "zoo-unclip": "unclip"}   # source → zoo UNet
+
 @dataclass
 class TextBackbone:
     "The parts of a text-conditional latent diffusion model that ddrepro's sampler uses."
@@ -322,30 +324,38 @@ class TextBackbone:
         return self
 
     @torch.no_grad()
-    def image_conditioning(self, images: torch.Tensor, noise_level: int = 0, generator=None) -> torch.Tensor:
-        """unCLIP: the UNet's `class_labels` (B, 2E) for float [0,1] images (B,3,H,W): CLIP image embeddings,
-        noised to `noise_level` (normaliser scale → `add_noise` → unscale) and concatenated with the sinusoidal
-        embedding of `noise_level` (as `StableUnCLIPImg2ImgPipeline`). Its unconditional twin is `zeros_like`."""
-        from diffusers.models.embeddings import get_timestep_embedding
+    def image_embeds(self, images: torch.Tensor) -> torch.Tensor:
+        "(B, E) image embeddings of float [0,1] images (B,3,H,W) from the backbone's image encoder (HF CLIP vision or zoo)."
         if self.image_encoder is None: raise ConfigError("image_conditioning needs an unCLIP backbone (image_encoder is missing)")
+        if hasattr(self.image_encoder, "encode_image"):                 # the zoo's attribute-aware encoder
+            return self.image_encoder.encode_image(self.image_encoder.preprocess(images)).float()
         dev = next(self.image_encoder.parameters()).device
         px = self.feature_extractor(images=[im.permute(1, 2, 0).float().cpu().numpy() for im in images],
                                     do_rescale=False, return_tensors="pt").pixel_values
-        emb = self.image_encoder(px.to(dev, next(self.image_encoder.parameters()).dtype)).image_embeds.float()
-        noise = torch.stack([torch.randn(emb.shape[1:], generator=g) for g in generator]).to(dev) \
-            if isinstance(generator, (list, tuple)) else torch.randn(emb.shape, generator=generator).to(dev)
-        lvl = torch.full((emb.shape[0],), int(noise_level), device=dev)
-        self.image_normalizer.to(dev)
-        emb = self.image_normalizer.unscale(self.image_noising_scheduler.add_noise(self.image_normalizer.scale(emb), noise, lvl))
-        return torch.cat([emb, get_timestep_embedding(lvl, emb.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0).to(emb)], 1)
+        return self.image_encoder(px.to(dev, next(self.image_encoder.parameters()).dtype)).image_embeds.float()
+
+    @torch.no_grad()
+    def image_conditioning(self, images: torch.Tensor, noise_level: int = 0, generator=None) -> torch.Tensor:
+        """unCLIP: the UNet's `class_labels` (B, 2E) for float [0,1] images (B,3,H,W): image embeddings,
+        noised to `noise_level` and concatenated with the embedding of the level (`diffusion.unclip_condition`,
+        as `StableUnCLIPImg2ImgPipeline`). Its unconditional twin is `zeros_like`."""
+        return unclip_condition(self.image_embeds(images), noise_level, self.image_normalizer, self.image_noising_scheduler,
+                                generator)
 
 def load_text_backbone(source: str | os.PathLike = "zoo", revision: str | None = None, *, download: bool = False,
                        device: str = "cpu", dtype: torch.dtype | None = None) -> TextBackbone:
-    "A `TextBackbone` from `'zoo'`, `'sd-1.5'`, `'sd-2.1-unclip-img2img'` or a diffusers pipeline folder."
+    """A `TextBackbone` from the zoo (`'zoo'`: the class-prompt UNet; `'zoo-attr'`: the attribute-aware UNet;
+    `'zoo-unclip'`: the image-conditioned UNet with its encoder, normaliser and noising schedule), `'sd-1.5'`,
+    `'sd-2.1-unclip-img2img'` or a diffusers pipeline folder."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    if source == "zoo":
-        return TextBackbone(_finish(_zoo_load("unet"), device, dtype), _finish(_zoo_load("vae"), device, dtype),
-                            _zoo_load("text_encoder"), asset=_zoo_asset("unet"))
+    if source in ZOO_TEXT_BACKBONES:
+        name = ZOO_TEXT_BACKBONES[source]
+        bb = TextBackbone(_finish(_zoo_load(name), device, dtype), _finish(_zoo_load("vae"), device, dtype),
+                          zoo.text_encoder_for(name, device), asset=_zoo_asset(name))
+        if name == "unclip":
+            bb.image_encoder, bb.image_normalizer = _zoo_load("attr_clip").to(device), _zoo_load("unclip_normalizer").to(device)
+            bb.image_noising_scheduler = zoo.unclip_noising_scheduler()
+        return bb
     p = _local(source)
     if p is None:
         spec = hub_entry(source, "sd", "text backbone", "or 'zoo', a pipeline folder")
@@ -416,11 +426,14 @@ def _open_clip(arch: str, pretrained: str, path=None, download: bool = False, de
                   path=str(path) if path else None, sha256=file_sha256(path) if path else None)
     return enc, asset
 
+ZOO_ENCODERS = {"zoo": "clip", "zoo-attr": "attr_clip"}   # encoder spec → zoo model
+
 def load_clip(source: str = "zoo", path: str | os.PathLike | None = None, *, download: bool = False, device: str = "cpu"):
-    "(encoder with encode_image/encode_text, Asset) from `'zoo'` or a HUB clip name (`path`: a local checkpoint file)."
-    if source == "zoo":
-        return _zoo_load("clip"), _zoo_asset("clip")
-    spec = hub_entry(source, "clip", "CLIP", "or 'zoo'")
+    """(encoder with encode_image/encode_text, Asset) from the zoo (`'zoo'`: the class-prompt encoder, `'zoo-attr'`:
+    the attribute-aware one) or a HUB clip name (`path`: a local checkpoint file)."""
+    if source in ZOO_ENCODERS:
+        return _zoo_load(ZOO_ENCODERS[source]), _zoo_asset(ZOO_ENCODERS[source])
+    spec = hub_entry(source, "clip", "CLIP", "or 'zoo', 'zoo-attr'")
     return _open_clip(spec["arch"], spec["pretrained"], path, download, device)
 
 # %% ../nbs/05_backbones.ipynb #f07d0940
@@ -578,7 +591,7 @@ def load_image_text_encoder(spec: str = "zoo", device: str = "auto", download: b
     "An encoder with `encode_image([0,1] images)` / `encode_text(prompts)` (L2-normalised) and `.assets`."
     check_encoder_spec(spec)                                 # a misspelt name fails here, before any import or download
     dev = str(pick_device(device))
-    if spec == "zoo" or spec in HUB:
+    if spec in ZOO_ENCODERS or spec in HUB:
         enc, asset = load_clip(spec, download=download, device=dev)
     elif spec.startswith("open_clip:"):
         parts = spec.split(":", 2)
@@ -589,7 +602,7 @@ def load_image_text_encoder(spec: str = "zoo", device: str = "auto", download: b
     elif Path(spec).is_file():
         enc, asset = load_clip("clip-vit-b-32-openai", path=spec, device=dev)
     else:
-        raise ConfigError(f"encoder={spec!r}: expected 'zoo', one of {[k for k, v in HUB.items() if v['kind'] == 'clip']}, "
+        raise ConfigError(f"encoder={spec!r}: expected 'zoo', 'zoo-attr', one of {[k for k, v in HUB.items() if v['kind'] == 'clip']}, "
                           "open_clip:<arch>:<pretrained> or an open_clip ViT-B-32 checkpoint file")
     if isinstance(enc, nn.Module): enc = enc.to(dev)
     enc.assets = {"clip": asset.as_dict()}
@@ -608,10 +621,10 @@ def check_encoder_spec(spec: str, check_files: bool = False, param: str = "encod
     pretrained, path}`. ConfigError (naming `param`, the value and what is expected) for an unknown name or open_clip
     architecture; with `check_files`, AssetError for a checkpoint path that does not exist."""
     clip_names = [k for k, v in HUB.items() if v["kind"] == "clip"]
-    expected = (f"expected 'zoo', one of {clip_names}, open_clip:<arch>:<pretrained tag or checkpoint file> "
+    expected = (f"expected 'zoo', 'zoo-attr', one of {clip_names}, open_clip:<arch>:<pretrained tag or checkpoint file> "
                 "or the path of an open_clip ViT-B-32 checkpoint file")
     if not isinstance(spec, str) or not spec: raise ConfigError(f"{param}={spec!r}: {expected}")
-    if spec == "zoo": return dict(kind="zoo", arch=None, pretrained=None, path=None)
+    if spec in ZOO_ENCODERS: return dict(kind="zoo", arch=ZOO_ENCODERS[spec], pretrained=None, path=None)
     if spec in HUB:
         if HUB[spec]["kind"] != "clip": raise ConfigError(f"{param}={spec!r} is a {HUB[spec]['kind']}, not an image–text encoder; {expected}")
         return dict(kind="hub", arch=HUB[spec]["arch"], pretrained=HUB[spec]["pretrained"], path=None)

@@ -26,7 +26,7 @@ __all__ = ['DIT_CONFIGS', 'random_dit', 'random_vae', 'random_unet', 'random_cla
            'generators_for', 'initial_noise', 'denoise', 'decode_latents', 'encode_posterior', 'encode_latents',
            'sample_dit', 'GaussianDenoiser', 'img2img_timesteps', 'noise_to', 'sample_text', 'sample_pixels',
            'noisy_latents', 'label_dropout_off', 'drop_labels', 'eps_prediction', 'denoising_error', 'dit_loss',
-           'unet_loss', 'ema_update', 'unet_features']
+           'unet_loss', 'unclip_condition', 'ema_update', 'unet_features']
 
 # %% ../nbs/02_diffusion.ipynb #1e1b6d4c
 DIT_CONFIGS = {
@@ -344,9 +344,12 @@ def decode_latents(vae, z: torch.Tensor, chunk: int = 64, amp: bool = True) -> t
         outs.append(((img.float() + 1) / 2).clamp(0, 1))
     return torch.cat(outs)
 
+@torch.no_grad()
 def encode_posterior(vae, images: torch.Tensor, chunk: int = 64, amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """q(z|x) of images (uint8 or float [0,1], B×3×H×W) → (mean, std), each (B,C,h,w) float32 on the VAE's device,
-    *unscaled* (multiply by `vae.config.scaling_factor` for diffusion latents). `amp`: bf16 autocast on CUDA."""
+    *unscaled* (multiply by `vae.config.scaling_factor` for diffusion latents). `amp`: bf16 autocast on CUDA.
+    Without autograd: the cached posterior is training data, and a graph back into the VAE would break every
+    training step after the first that indexes it."""
     x = to_float01(images)
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise DataError(f"encode_posterior expects uint8 or float images in [0,1]; got range [{x.min():.3f}, {x.max():.3f}]")
@@ -577,14 +580,46 @@ def dit_loss(model, latents, labels, scheduler, p_uncond: float = 0.1, null_clas
         return denoising_error(model, xt, t, eps, {"class_labels": y}).mean()
 
 
-def unet_loss(unet, latents, text_states, scheduler, uncond_states=None, p_uncond: float = 0.1, generator=None):
+def unet_loss(unet, latents, text_states, scheduler, uncond_states=None, p_uncond: float = 0.1, generator=None,
+              image_cond: torch.Tensor | None = None, p_uncond_image: float | None = None):
     """L_simple for a text-conditional UNet (the mean of `denoising_error`): text_states (N,L,D) from `TextEncoder.encode`; with probability
-    p_uncond a sample's states become `uncond_states` (1,L,D), the empty prompt's. Returns a scalar."""
+    p_uncond a sample's states become `uncond_states` (1,L,D), the empty prompt's. Returns a scalar.
+
+    `image_cond` (N, E): the unCLIP image conditioning (`unclip_condition`), passed as the UNet's `class_labels`; with
+    probability `p_uncond_image` (default p_uncond, drawn independently of the text drop) a row becomes zeros, the
+    unconditional twin the unCLIP sampler uses, so one model learns image-only, text-only and joint guidance."""
     xt, t, eps = noisy_latents(latents, scheduler, generator)
     if p_uncond > 0:
         drop = (torch.rand(latents.shape[0], generator=generator) < p_uncond).to(latents.device)
         text_states = torch.where(drop[:, None, None], uncond_states.expand_as(text_states), text_states)
-    return denoising_error(unet, xt, t, eps, {"encoder_hidden_states": text_states}).mean()
+    cond = {"encoder_hidden_states": text_states}
+    if image_cond is not None:
+        q = p_uncond if p_uncond_image is None else p_uncond_image
+        if q > 0:
+            drop = (torch.rand(latents.shape[0], generator=generator) < q).to(latents.device)
+            image_cond = torch.where(drop[:, None], torch.zeros_like(image_cond), image_cond)
+        cond["class_labels"] = image_cond
+    return denoising_error(unet, xt, t, eps, cond).mean()
+
+
+def unclip_condition(image_embeds: torch.Tensor, noise_level: int | torch.Tensor, normalizer, noising_scheduler,
+                     generator=None) -> torch.Tensor:
+    """The unCLIP UNet's `class_labels` (B, 2E) from image embeddings (B, E), as `StableUnCLIPImg2ImgPipeline` builds
+    them (Ramesh et al. 2022, arXiv 2204.06125, noise augmentation of the image embedding): standardise with the
+    `normalizer`'s mean/std (`scale`), noise to `noise_level` with `noising_scheduler.add_noise` (ε per row from
+    `generator`, one generator or one per row), unscale, and concatenate the sinusoidal embedding of the level.
+    `noise_level` is one int or a (B,) tensor of levels (training draws one per image). Its unconditional twin is zeros."""
+    from diffusers.models.embeddings import get_timestep_embedding
+    emb = image_embeds.float()
+    dev = emb.device
+    lvl = torch.as_tensor(noise_level, device=dev).long().reshape(-1).expand(emb.shape[0])
+    noise = torch.stack([torch.randn(emb.shape[1:], generator=g) for g in generator]).to(dev) \
+        if isinstance(generator, (list, tuple)) else torch.randn(emb.shape, generator=generator).to(dev)
+    # scale / unscale by hand: the normaliser's own `.to()` re-wraps mean and std as trainable Parameters
+    mean, std = normalizer.mean.detach().to(dev, emb.dtype), normalizer.std.detach().to(dev, emb.dtype)
+    emb = noising_scheduler.add_noise((emb - mean) / std, noise, lvl) * std + mean
+    return torch.cat([emb, get_timestep_embedding(lvl, emb.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0).to(emb)], 1)
+
 
 # %% ../nbs/02_diffusion.ipynb #513076af
 @torch.no_grad()

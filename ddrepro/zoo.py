@@ -10,6 +10,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from importlib.resources import files as _pkg_files
 from pathlib import Path
 from typing import Sequence
@@ -20,23 +21,30 @@ import torch.nn.functional as F
 
 from .core import AssetError, ConfigError, DataError, derive_seed, file_sha256, read_json, write_json
 from .data import to_float01
+from .describe import APPLIES, ATTRIBUTES, attribute_prompt, attributes, describe_one
 from .diffusion import (_batches, _index_stream, decode_latents, dit_loss, ema_update, encode_latents,
-                               encode_posterior, make_scheduler, sample_dit, sample_text, unet_loss)
+                               encode_posterior, make_scheduler, sample_dit, sample_text, unclip_condition, unet_loss)
 from .students import predict_logits
 
 # %% auto #0
-__all__ = ['NUM_CLASSES', 'NULL_CLASS', 'ZOO_NAMES', 'CAPTION_TEMPLATES', 'ZERO_SHOT_TEMPLATE', 'UNET_TEMPLATES',
-           'MINILM_PACKAGE', 'augment', 'BasicBlock', 'ResNet18', 'train_teacher', 'vae_config', 'build_vae',
-           'vae_loss', 'train_vae', 'latent_scaling_factor', 'minilm_dir', 'TextEncoder', 'load_text_encoder',
-           'tiny_text_encoder', 'ImageTower', 'ImageTextEncoder', 'lit_loss', 'caption_table', 'train_clip',
-           'zero_shot_logits', 'dit_config', 'unet_config', 'build_dit', 'build_unet', 'train_dit', 'train_unet',
-           'zoo_dir', 'read_manifest', 'model_config', 'build', 'save_model', 'set_entry', 'text_encoder_entry', 'load',
-           'tiny', 'teacher_accuracy', 'vae_reconstruct', 'sample_labels', 'dit_samples', 'unet_samples']
+__all__ = ['NUM_CLASSES', 'NULL_CLASS', 'FIRST_GENERATION', 'SECOND_GENERATION', 'ZOO_NAMES', 'TEXT_MAX_LENGTH',
+           'CAPTION_TEMPLATES', 'ZERO_SHOT_TEMPLATE', 'UNET_TEMPLATES', 'MINILM_PACKAGE', 'augment', 'BasicBlock',
+           'ResNet18', 'train_teacher', 'vae_config', 'build_vae', 'vae_loss', 'train_vae', 'latent_scaling_factor',
+           'minilm_dir', 'TextEncoder', 'load_text_encoder', 'tiny_text_encoder', 'ImageTower', 'ImageTextEncoder',
+           'lit_loss', 'caption_table', 'text_bank', 'caption_draw', 'train_clip', 'zero_shot_logits', 'dit_config',
+           'unet_config', 'unclip_config', 'unclip_noising_scheduler', 'build_unclip_normalizer', 'build_dit',
+           'build_unet', 'train_dit', 'train_unet', 'fit_unclip_normalizer', 'train_unclip', 'zoo_dir', 'read_manifest',
+           'model_config', 'build', 'save_model', 'set_entry', 'text_encoder_entry', 'load', 'tiny', 'text_encoder_for',
+           'teacher_accuracy', 'vae_reconstruct', 'sample_labels', 'dit_samples', 'unet_samples', 'attribute_retrieval',
+           'attribute_following', 'unclip_variations', 'variation_similarity']
 
 # %% ../nbs/04_zoo.ipynb #82b1b87c
 NUM_CLASSES = 10
 NULL_CLASS = 10
-ZOO_NAMES = ("vae", "dit", "unet", "text_encoder", "clip", "teacher")
+FIRST_GENERATION = ("vae", "dit", "unet", "text_encoder", "clip", "teacher")
+SECOND_GENERATION = ("attr_clip", "attr_unet", "unclip", "unclip_normalizer")   # trained on described images
+ZOO_NAMES = FIRST_GENERATION + SECOND_GENERATION
+TEXT_MAX_LENGTH = 40      # MiniLM tokens per text (the first generation was trained with 16); longer texts are cut, with a warning
 CAPTION_TEMPLATES = ("a picture of a {}", "an image of a {}", "a {}", "a grey {}", "a photo of the {}",
                      "a low resolution photo of a {}", "a product photo of a {}", "a black and white image of a {}")
 ZERO_SHOT_TEMPLATE = "A photo of a {}"
@@ -173,7 +181,7 @@ def minilm_dir() -> Path:
 class TextEncoder(nn.Module):
     """A locked BERT sentence model: `encode(prompts)` → token states (B, max_length, D) for cross-attention,
     `embed(prompts)` → attention-masked mean of the token states, L2-normalised (B, D) (= sentence-transformers)."""
-    def __init__(self, bert, tokenizer, max_length: int = 16):
+    def __init__(self, bert, tokenizer, max_length: int = TEXT_MAX_LENGTH):
         super().__init__()
         self.bert, self.tokenizer, self.max_length = bert.eval().requires_grad_(False), tokenizer, max_length
     @property
@@ -181,8 +189,15 @@ class TextEncoder(nn.Module):
     @property
     def device(self): return next(self.bert.parameters()).device
     def tokenize(self, prompts: Sequence[str]) -> dict:
+        "Token ids and mask padded to `max_length`; a text with more tokens is cut there, with a warning naming it."
         if isinstance(prompts, str): prompts = [prompts]
-        return self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.max_length,
+        prompts = list(prompts)
+        n = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
+        if (long := [(t, k) for t, k in zip(prompts, n) if k > self.max_length]):
+            t, k = max(long, key=lambda x: x[1])
+            warnings.warn(f"{len(long)} text(s) longer than the text tower's max_length={self.max_length} tokens were cut, "
+                          f"the longest {t!r} ({k} tokens); pass a larger max_length", stacklevel=3)
+        return self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_length,
                               return_tensors="pt").to(self.device)
     @torch.no_grad()
     def forward(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,8 +214,8 @@ class TextEncoder(nn.Module):
         return F.normalize((h * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
 
 
-def load_text_encoder(max_length: int = 16, device="cpu") -> TextEncoder:
-    "The pretrained MiniLM from the pip package, offline."
+def load_text_encoder(max_length: int = TEXT_MAX_LENGTH, device="cpu") -> TextEncoder:
+    "The pretrained MiniLM from the pip package, offline, padding / cutting texts to `max_length` tokens."
     from transformers import AutoTokenizer, BertModel
     from transformers.utils import logging as hf_logging
     d = minilm_dir()
@@ -270,15 +285,17 @@ class ImageTextEncoder(nn.Module):
         return self.text.embed(texts)  # the locked tower's sentence embeddings are L2-normalised already
 
 
-def lit_loss(img_emb: torch.Tensor, txt_emb: torch.Tensor, labels: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def lit_loss(img_emb: torch.Tensor, txt_emb: torch.Tensor, labels: torch.Tensor, logit_scale: torch.Tensor,
+             pos: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric multi-positive InfoNCE (CLIP's loss with duplicate captions): img_emb, txt_emb (N, d)
     L2-normalised, pair (i, j) positive when labels[i] == labels[j], targets uniform over each row's positives;
-    logit_scale is log s."""
+    logit_scale is log s. `pos` (N, N) bool, if given, replaces the label rule: pos[i, j] says text j describes
+    image i (each pos[i, i] must hold); the image→text targets are its rows, the text→image targets its columns."""
     logits = logit_scale.exp() * img_emb @ txt_emb.t()
-    pos = (labels[:, None] == labels[None, :]).float()
-    tgt = pos / pos.sum(1, keepdim=True)
-    li = -(tgt * logits.log_softmax(1)).sum(1).mean()
-    lt = -(tgt * logits.t().log_softmax(1)).sum(1).mean()
+    pos = (labels[:, None] == labels[None, :]) if pos is None else pos
+    pos = pos.float()
+    li = -(pos / pos.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    lt = -(pos.t() / pos.t().sum(1, keepdim=True) * logits.t().log_softmax(1)).sum(1).mean()
     return (li + lt) / 2
 
 
@@ -289,11 +306,39 @@ def caption_table(text_encoder: TextEncoder, names: Sequence[str], templates: Se
     return out.view(len(names), len(templates), *out.shape[1:])
 
 
+def text_bank(text_encoder: TextEncoder, texts: Sequence[str], states: bool = False, batch_size: int = 256):
+    """Encode each distinct text of `texts` once: (table, index) with table (U, d) sentence embeddings or
+    (U, L, D) token states and index (N,) long, so that table[index[i]] encodes texts[i]."""
+    uniq = sorted(set(texts))
+    pos = {t: k for k, t in enumerate(uniq)}
+    f = text_encoder.encode if states else text_encoder.embed
+    table = torch.cat([f(uniq[i:i + batch_size]) for i in range(0, len(uniq), batch_size)])
+    return table, torch.tensor([pos[t] for t in texts], dtype=torch.long)
+
+
+def caption_draw(idx: torch.Tensor, n_templates: int, p_description: float, has_descriptions: bool, generator) -> tuple:
+    """For a batch `idx`, the caption each image trains with: (template id (B,), uses its description (B,) bool);
+    the description with probability `p_description` (when there are descriptions), else a random class template."""
+    tmpl = torch.randint(0, n_templates, (len(idx),), generator=generator)
+    use = torch.rand(len(idx), generator=generator) < p_description if has_descriptions else torch.zeros(len(idx), dtype=torch.bool)
+    return tmpl, use
+
+
 def train_clip(images, labels, text_encoder: TextEncoder, names, templates=CAPTION_TEMPLATES, steps=600,
-               batch_size=128, lr=2e-3, width=24, seed=0, log=print) -> ImageTextEncoder:
-    "LiT: train an `ImageTower` with `lit_loss` against the locked text tower's embeddings of random captions."
+               batch_size=128, lr=2e-3, width=24, seed=0, log=print, descriptions: Sequence[str] | None = None,
+               p_description: float = 0.5) -> ImageTextEncoder:
+    """LiT: train an `ImageTower` with `lit_loss` against the locked text tower's embeddings of random captions.
+
+    With `descriptions` (one text per training image, e.g. `ddrepro.describe.describe`), each image's caption is its
+    description with probability `p_description`, else a class template; a description is a positive only for the
+    images whose description is the same text (other items of the class are its negatives: that is what teaches the
+    tower attributes), a class caption for every image of its class."""
     g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
     table = caption_table(text_encoder, names, templates)  # (C, T, d)
+    if descriptions is not None:
+        if len(descriptions) != len(labels): raise ConfigError(f"{len(descriptions)} descriptions for {len(labels)} images")
+        desc_table, desc_idx = text_bank(text_encoder, descriptions)
+        log(f"clip: {len(desc_table)} distinct descriptions of {len(labels)} images, p_description={p_description}")
     model = ImageTextEncoder(ImageTower(text_encoder.dim, width), text_encoder)
     params = list(model.visual.parameters()) + [model.logit_scale]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
@@ -301,9 +346,14 @@ def train_clip(images, labels, text_encoder: TextEncoder, names, templates=CAPTI
     model.train(); t0 = time.time()
     for k, idx in enumerate(_index_stream(len(labels), batch_size, steps, g), 1):
         y = labels[idx]
-        tmpl = torch.randint(0, len(templates), (len(idx),), generator=g)
+        tmpl, use = caption_draw(idx, len(templates), p_description, descriptions is not None, g)
         img = model.encode_image(augment(to_float01(images[idx]), generator=g))
-        loss = lit_loss(img, table[y, tmpl], y, model.logit_scale)
+        txt, pos = table[y, tmpl], None
+        if descriptions is not None:
+            d = desc_idx[idx]
+            txt = torch.where(use[:, None], desc_table[d], txt)
+            pos = (y[:, None] == y[None, :]) & (~use[None, :] | (d[:, None] == d[None, :]))
+        loss = lit_loss(img, txt, y, model.logit_scale, pos)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
         with torch.no_grad(): model.logit_scale.clamp_(0, math.log(100))
         if k % 50 == 0: log(f"clip step {k}/{steps} loss {loss.item():.3f} scale {model.logit_scale.exp().item():.1f} {time.time()-t0:.0f}s")
@@ -330,6 +380,22 @@ def unet_config(size: str = "full", cross_attention_dim: int = 384) -> dict:
     return dict(sample_size=8, in_channels=4, out_channels=4, down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
                 up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"], block_out_channels=list(ch), layers_per_block=1,
                 cross_attention_dim=cross_attention_dim, attention_head_dim=heads, norm_num_groups=8)
+
+def unclip_config(size: str = "full", cross_attention_dim: int = 384, image_dim: int = 384) -> dict:
+    """`unet_config` plus the unCLIP image conditioning of SD-2.1 unCLIP: `class_embed_type='projection'` on a
+    (2·image_dim)-vector, the noised image embedding ‖ the embedding of its noise level (`unclip_condition`)."""
+    return dict(unet_config(size, cross_attention_dim), class_embed_type="projection",
+                projection_class_embeddings_input_dim=2 * image_dim)
+
+def unclip_noising_scheduler():
+    "The image-embedding noising schedule of SD-2.1 unCLIP (`image_noising_scheduler`): DDPM, 1000 steps, squared cosine."
+    from diffusers import DDPMScheduler
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+
+def build_unclip_normalizer(config: dict):
+    "diffusers' `StableUnCLIPImageNormalizer` (per-dimension mean / std of the image embeddings)."
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    return StableUnCLIPImageNormalizer(**config)
 
 def build_dit(config: dict):
     "A randomly initialised diffusers DiTTransformer2DModel from a config dict."
@@ -366,19 +432,59 @@ def train_dit(lat_mean, lat_std, labels, scaling_factor, steps=2000, batch_size=
         return dit_loss(model, z, labels[idx], sch, p_uncond, NULL_CLASS, g)
     return _train_diffusion(model, loss_fn, len(labels), steps, batch_size, lr, ema_decay, 100, g, log, "dit")
 
-def train_unet(lat_mean, lat_std, labels, scaling_factor, text_encoder, names, templates=UNET_TEMPLATES, steps=1600,
-               batch_size=64, lr=1e-3, ema_decay=0.999, p_uncond=0.1, size="full", seed=0, log=print):
-    """Train the text-conditional UNet with `unet_loss`: caption = random template × class name, 10 % empty prompt;
-    returns the EMA model."""
-    g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
+def _text_conditions(text_encoder, labels, names, templates, descriptions, p_description, generator, log, tag):
+    "Token-state lookup for the UNets: a function idx → (B, L, D) states of class templates or descriptions."
     table = caption_table(text_encoder, names, templates, states=True)  # (C, T, L, D)
+    if descriptions is not None:
+        if len(descriptions) != len(labels): raise ConfigError(f"{len(descriptions)} descriptions for {len(labels)} images")
+        desc_table, desc_idx = text_bank(text_encoder, descriptions, states=True)
+        log(f"{tag}: {len(desc_table)} distinct descriptions of {len(labels)} images, p_description={p_description}")
+    def states(idx):
+        tmpl, use = caption_draw(idx, len(templates), p_description, descriptions is not None, generator)
+        st = table[labels[idx], tmpl]
+        return torch.where(use[:, None, None], desc_table[desc_idx[idx]], st) if descriptions is not None else st
+    return states
+
+def train_unet(lat_mean, lat_std, labels, scaling_factor, text_encoder, names, templates=UNET_TEMPLATES, steps=1600,
+               batch_size=64, lr=1e-3, ema_decay=0.999, p_uncond=0.1, size="full", seed=0, log=print,
+               descriptions: Sequence[str] | None = None, p_description: float = 0.5):
+    """Train the text-conditional UNet with `unet_loss`: caption = random template × class name (or, with
+    `descriptions`, the image's description with probability `p_description`), 10 % empty prompt; returns the EMA model."""
+    g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
+    states = _text_conditions(text_encoder, labels, names, templates, descriptions, p_description, g, log, "unet")
     empty = text_encoder.encode([""])
     model, sch = build_unet(unet_config(size, text_encoder.dim)), make_scheduler("ddpm")
     def loss_fn(idx):
         z = scaling_factor * (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=g))
-        tmpl = torch.randint(0, len(templates), (len(idx),), generator=g)
-        return unet_loss(model, z, table[labels[idx], tmpl], sch, empty, p_uncond, g)
+        return unet_loss(model, z, states(idx), sch, empty, p_uncond, g)
     return _train_diffusion(model, loss_fn, len(labels), steps, batch_size, lr, ema_decay, 100, g, log, "unet")
+
+def fit_unclip_normalizer(image_embeds: torch.Tensor):
+    "A `StableUnCLIPImageNormalizer` whose mean / std are those of the training image embeddings (N, E), per dimension."
+    norm = build_unclip_normalizer(dict(embedding_dim=image_embeds.shape[1]))
+    with torch.no_grad():
+        norm.mean.copy_(image_embeds.float().mean(0)[None]); norm.std.copy_(image_embeds.float().std(0).clamp_min(1e-6)[None])
+    return norm.requires_grad_(False).eval()
+
+def train_unclip(lat_mean, lat_std, labels, scaling_factor, image_embeds, text_encoder, names, templates=UNET_TEMPLATES,
+                 steps=1600, batch_size=64, lr=1e-3, ema_decay=0.999, p_uncond=0.1, max_noise_level=1000, size="full",
+                 seed=0, log=print, descriptions: Sequence[str] | None = None, p_description: float = 0.5):
+    """Train the image-conditioned (unCLIP-style) UNet: each training image's latent is denoised given its own image
+    embedding `image_embeds` (N, E), noise-augmented to a level drawn uniformly from [0, max_noise_level) per image
+    (`unclip_condition`), and a caption as in `train_unet`; the text and the image conditioning are each dropped with
+    probability p_uncond (independently). Returns (EMA UNet, fitted `StableUnCLIPImageNormalizer`)."""
+    g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
+    states = _text_conditions(text_encoder, labels, names, templates, descriptions, p_description, g, log, "unclip")
+    empty = text_encoder.encode([""])
+    norm, nsch = fit_unclip_normalizer(image_embeds), unclip_noising_scheduler()
+    model, sch = build_unet(unclip_config(size, text_encoder.dim, image_embeds.shape[1])), make_scheduler("ddpm")
+    def loss_fn(idx):
+        z = scaling_factor * (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=g))
+        lvl = torch.randint(0, max_noise_level, (len(idx),), generator=g)
+        cond = unclip_condition(image_embeds[idx], lvl, norm, nsch, g)
+        return unet_loss(model, z, states(idx), sch, empty, p_uncond, g, image_cond=cond)
+    return _train_diffusion(model, loss_fn, len(labels), steps, batch_size, lr, ema_decay, 100, g, log, "unclip"), norm
+
 
 # %% ../nbs/04_zoo.ipynb #74e5d3ed
 def zoo_dir() -> Path:
@@ -402,9 +508,9 @@ def _clean_config(config) -> dict:
 
 def model_config(name: str, model) -> dict:
     "The JSON config that `build(name, config)` turns back into the same architecture."
-    if name in ("vae", "dit", "unet"): return _clean_config(model.config)
+    if name in ("vae", "dit", "unet", "attr_unet", "unclip", "unclip_normalizer"): return _clean_config(model.config)
     if name == "teacher": return dict(model.config)
-    if name == "clip": return dict(model.visual.config, text_max_length=model.text.max_length)
+    if name in ("clip", "attr_clip"): return dict(model.visual.config, text_max_length=model.text.max_length)
     raise ConfigError(f"no config for zoo model {name!r}; expected one of {ZOO_NAMES}")
 
 
@@ -412,16 +518,17 @@ def build(name: str, config: dict, text_encoder: TextEncoder | None = None):
     "A randomly initialised zoo model of `name` from its JSON config."
     if name == "vae": return build_vae(config)
     if name == "dit": return build_dit(config)
-    if name == "unet": return build_unet(config)
+    if name in ("unet", "attr_unet", "unclip"): return build_unet(config)
+    if name == "unclip_normalizer": return build_unclip_normalizer(config)
     if name == "teacher": return ResNet18(**config)
-    if name == "clip":
+    if name in ("clip", "attr_clip"):
         cfg = {k: v for k, v in config.items() if k != "text_max_length"}
         return ImageTextEncoder(ImageTower(**cfg), text_encoder or load_text_encoder(config.get("text_max_length", 16)))
     raise ConfigError(f"unknown zoo model {name!r}; expected one of {ZOO_NAMES}")
 
 
 def _weights(name: str, model) -> dict:
-    sd = model.visual.state_dict() | {"logit_scale": model.logit_scale.detach()} if name == "clip" else model.state_dict()
+    sd = model.visual.state_dict() | {"logit_scale": model.logit_scale.detach()} if name in ("clip", "attr_clip") else model.state_dict()
     return {k: v.detach() for k, v in sd.items()}
 
 
@@ -460,7 +567,8 @@ def text_encoder_entry(root: str | os.PathLike | None = None) -> dict:
     root = Path(root or zoo_dir()); root.mkdir(parents=True, exist_ok=True); m = read_manifest(root)
     e = dict(file=None, package=MINILM_PACKAGE, package_version=version(MINILM_PACKAGE), package_file="model/model.safetensors",
              sha256=file_sha256(minilm_dir() / "model.safetensors"), params=22_713_216,
-             config=dict(max_length=16, pooling="mean", normalize=True, dim=384), quality={})
+             config=dict(max_length=16, pooling="mean", normalize=True, dim=384), quality={},
+             note="max_length is the first generation's; each model entry records its own text_max_length (text_encoder_for)")
     m["models"]["text_encoder"] = e
     write_json(root / "manifest.json", m)
     return e
@@ -468,8 +576,9 @@ def text_encoder_entry(root: str | os.PathLike | None = None) -> dict:
 
 def load(name: str, device="cpu", verify: bool = True, root: str | os.PathLike | None = None):
     """A shipped zoo model, offline, in eval mode: 'vae' (AutoencoderKL), 'dit' (DiTTransformer2DModel),
-    'unet' (UNet2DConditionModel), 'text_encoder' (TextEncoder), 'clip' (ImageTextEncoder), 'teacher' (ResNet18).
-    Checks the file's sha256 against the manifest when `verify`."""
+    'unet' (UNet2DConditionModel), 'text_encoder' (TextEncoder), 'clip' (ImageTextEncoder), 'teacher' (ResNet18);
+    the second generation 'attr_clip' (ImageTextEncoder), 'attr_unet' and 'unclip' (UNet2DConditionModel),
+    'unclip_normalizer' (StableUnCLIPImageNormalizer). Checks the file's sha256 against the manifest when `verify`."""
     from safetensors.torch import load_file
     if name not in ZOO_NAMES: raise ConfigError(f"unknown zoo model {name!r}; expected one of {ZOO_NAMES}")
     root = Path(root or zoo_dir()); m = read_manifest(root)
@@ -484,9 +593,9 @@ def load(name: str, device="cpu", verify: bool = True, root: str | os.PathLike |
     if not path.exists(): raise AssetError(f"{path} is missing (zoo model {name!r})")
     if verify and (h := file_sha256(path)) != e["sha256"]:
         raise AssetError(f"{path}: sha256 {h} differs from the manifest's {e['sha256']}")
-    model = build(name, e["config"], load("text_encoder", device, verify, root) if name == "clip" else None)
+    model = build(name, e["config"], text_encoder_for(name, device, verify, root) if name in ("clip", "attr_clip") else None)
     sd = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-    if name == "clip":
+    if name in ("clip", "attr_clip"):
         model.logit_scale.data.copy_(sd.pop("logit_scale")); model.visual.load_state_dict(sd)
     else:
         model.load_state_dict(sd)
@@ -501,8 +610,22 @@ def tiny(name: str, seed: int = 0):
     if name == "text_encoder": return tiny_text_encoder()
     if name == "unet": return build_unet(unet_config("tiny", 32)).eval()
     if name == "teacher": return ResNet18(10, width=4, blocks=(1, 1, 1, 1)).eval()
-    if name == "clip": return ImageTextEncoder(ImageTower(32, width=4), tiny_text_encoder()).eval()
+    if name in ("clip", "attr_clip"): return ImageTextEncoder(ImageTower(32, width=4), tiny_text_encoder()).eval()
+    if name == "attr_unet": return build_unet(unet_config("tiny", 32)).eval()
+    if name == "unclip": return build_unet(unclip_config("tiny", 32, 32)).eval()
+    if name == "unclip_normalizer": return build_unclip_normalizer(dict(embedding_dim=32)).eval()
     raise ConfigError(f"unknown zoo model {name!r}; expected one of {ZOO_NAMES}")
+
+
+def text_encoder_for(name: str, device="cpu", verify: bool = True, root: str | os.PathLike | None = None) -> TextEncoder:
+    """The locked MiniLM at the token length zoo model `name` was trained with: its entry's `text_max_length`
+    (config for the encoders, a field for the UNets), 16 for a first-generation entry that records none."""
+    root = Path(root or zoo_dir()); m = read_manifest(root)
+    e = m["models"].get(name, {})
+    n = e.get("text_max_length") or e.get("config", {}).get("text_max_length") or 16
+    te = load("text_encoder", device, verify, root)
+    te.max_length = int(n)
+    return te
 
 # %% ../nbs/04_zoo.ipynb #53b08f1b
 def teacher_accuracy(teacher, images, labels, batch_size: int = 500) -> float:
@@ -536,3 +659,88 @@ def unet_samples(unet, vae, text_encoder, labels, names, template=ZERO_SHOT_TEMP
     empty = text_encoder.encode([""])
     return torch.cat([sample_text(unet, vae, states[i:i + batch_size], seeds[i:i + batch_size], uncond_states=empty,
                                   num_steps=num_steps, cfg_scale=cfg_scale) for i in range(0, len(labels), batch_size)])
+
+
+@torch.no_grad()
+def attribute_retrieval(model: ImageTextEncoder, images, labels, names, batch_size: int = 500) -> dict:
+    """For each describer attribute a: over the images whose class it applies to, the fraction whose image embedding
+    ranks `attribute_prompt(class, a, v)` highest at the describer's value v among a's values (the class is given:
+    this measures attributes, not classes). Returns {a: {acc, chance (1 / #values), majority (share of the most
+    common value), n}}."""
+    labels = torch.as_tensor(labels).long()
+    truth = attributes(images, labels)
+    emb = torch.cat([model.encode_image(model.preprocess(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
+    out = {}
+    for a, values in ATTRIBUTES.items():
+        hits = n = 0; counts = {v: 0 for v in values}
+        for c in APPLIES[a]:
+            rows = (labels == c).nonzero().flatten()
+            if len(rows) == 0: continue
+            txt = model.encode_text([attribute_prompt(names[c], a, v) for v in values])
+            pred = (emb[rows] @ txt.t()).argmax(1)
+            want = torch.tensor([values.index(truth[a][int(i)]) for i in rows])
+            hits += int((pred == want).sum()); n += len(rows)
+            for v in want.tolist(): counts[values[v]] += 1
+        out[a] = dict(acc=hits / max(n, 1), chance=1 / len(values), majority=max(counts.values()) / max(n, 1), n=n)
+    return out
+
+
+def attribute_following(unet, vae, text_encoder, names, per_prompt: int = 10, seed: int = 0, num_steps: int = 50,
+                        cfg_scale: float = 4.0, batch_size: int = 250) -> dict:
+    """For each attribute a, class c it applies to and value v: `per_prompt` UNet samples of the prompt
+    `describe_one({a: v}, class)`; the describer applied to them recovers v how often? Returns {a: {follow (the
+    fraction recovering the prompted value), chance (1 / #values), n}} and, under 'rows', one row per (a, c, v)."""
+    jobs = [(a, c, v) for a, values in ATTRIBUTES.items() for c in APPLIES[a] for v in values]
+    prompts = [describe_one({a: v}, names[c]) for a, c, v in jobs for _ in range(per_prompt)]
+    labels = torch.tensor([c for _, c, _ in jobs for _ in range(per_prompt)])
+    states, idx = text_bank(text_encoder, prompts, states=True)
+    seeds = [derive_seed(seed, "zoo-attr-follow", i) for i in range(len(prompts))]
+    empty = text_encoder.encode([""])
+    x = torch.cat([sample_text(unet, vae, states[idx[i:i + batch_size]], seeds[i:i + batch_size], uncond_states=empty,
+                               num_steps=num_steps, cfg_scale=cfg_scale) for i in range(0, len(prompts), batch_size)])
+    got = attributes(x, labels)
+    rows, out = [], {}
+    for k, (a, c, v) in enumerate(jobs):
+        vals = got[a][k * per_prompt:(k + 1) * per_prompt]
+        rows.append(dict(attribute=a, label=c, value=v, follow=sum(g == v for g in vals) / per_prompt))
+    for a, values in ATTRIBUTES.items():
+        r = [x["follow"] for x in rows if x["attribute"] == a]
+        out[a] = dict(follow=sum(r) / max(len(r), 1), chance=1 / len(values), n=len(r) * per_prompt)
+    return dict(out, rows=rows)
+
+
+@torch.no_grad()
+def unclip_variations(unclip, normalizer, vae, encoder: ImageTextEncoder, text_encoder, images, labels, names,
+                      template=ZERO_SHOT_TEMPLATE, noise_level: int = 0, seed: int = 0, num_steps: int = 50,
+                      cfg_scale: float = 4.0, batch_size: int = 250) -> torch.Tensor:
+    """Variations float [0,1] (N,3,32,32) of `images`: the unCLIP UNet sampled from each image's `encoder` embedding
+    (noise-augmented to `noise_level`) and the prompt template.format(names[y]); CFG against the empty prompt and the
+    zero image conditioning."""
+    labels = torch.as_tensor(labels).long()
+    emb = torch.cat([encoder.encode_image(encoder.preprocess(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
+    nsch = unclip_noising_scheduler()
+    gens = [torch.Generator().manual_seed(derive_seed(seed, "zoo-unclip-level", i)) for i in range(len(images))]
+    cond = unclip_condition(emb, noise_level, normalizer, nsch, gens)
+    states = caption_table(text_encoder, names, [template], states=True)[labels, 0]
+    empty = text_encoder.encode([""])
+    seeds = [derive_seed(seed, "zoo-unclip", i) for i in range(len(images))]
+    return torch.cat([sample_text(unclip, vae, states[i:i + batch_size], seeds[i:i + batch_size], uncond_states=empty,
+                                  num_steps=num_steps, cfg_scale=cfg_scale,
+                                  unet_kwargs={"class_labels": cond[i:i + batch_size]},
+                                  uncond_kwargs={"class_labels": torch.zeros_like(cond[i:i + batch_size])})
+                      for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def variation_similarity(encoder: ImageTextEncoder, sources, variations, labels, seed: int = 0) -> dict:
+    """Mean cosine in `encoder` space of each variation to its source, beside the mean cosine of random same-class
+    pairs of sources (each source paired with another source of its class, drawn with `seed`)."""
+    labels = torch.as_tensor(labels).long()
+    e = lambda x: encoder.encode_image(encoder.preprocess(x))
+    es, ev = e(sources), e(variations)
+    g = torch.Generator().manual_seed(seed); partner = torch.empty(len(labels), dtype=torch.long)
+    for c in labels.unique():
+        rows = (labels == c).nonzero().flatten()
+        perm = rows[torch.randperm(len(rows), generator=g)]
+        partner[rows] = torch.where(perm == rows, perm.roll(1), perm) if len(rows) > 1 else rows
+    return dict(to_source=float((es * ev).sum(1).mean()), same_class_pairs=float((es * es[partner]).sum(1).mean()))

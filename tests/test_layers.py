@@ -7,8 +7,8 @@ from pathlib import Path
 
 import ddrepro
 
-LAYERS = ["core", "data", "diffusion", "students", "zoo", "backbones", "minimax", "pools", "selection", "evaluate",
-          "sas", "dsco", "reports"]
+LAYERS = ["core", "data", "diffusion", "students", "describe", "zoo", "backbones", "minimax", "pools", "selection",
+          "evaluate", "sas", "dsco", "reports"]
 PKG = Path(ddrepro.__file__).parent
 
 

@@ -111,7 +111,33 @@ def test_tiny_variants_build_and_run(name):
         if name == "unet": assert m(z, torch.tensor([1, 2]), encoder_hidden_states=torch.randn(2, 16, 32)).sample.shape == (2, 4, 8, 8)
         if name == "teacher": assert m(torch.rand(2, 3, 32, 32)).shape == (2, 10)
         if name == "text_encoder": assert m.encode(["a", "b"]).shape == (2, 16, 32)
-        if name == "clip": assert m.encode_image(torch.rand(2, 3, 32, 32)).shape == m.encode_text(["a", "b"]).shape == (2, 32)
+        if name in ("clip", "attr_clip"):
+            assert m.encode_image(torch.rand(2, 3, 32, 32)).shape == m.encode_text(["a", "b"]).shape == (2, 32)
+        if name == "attr_unet": assert m(z, torch.tensor([1, 2]), encoder_hidden_states=torch.randn(2, 16, 32)).sample.shape == (2, 4, 8, 8)
+        if name == "unclip":
+            out = m(z, torch.tensor([1, 2]), encoder_hidden_states=torch.randn(2, 16, 32), class_labels=torch.randn(2, 64)).sample
+            assert out.shape == (2, 4, 8, 8)
+        if name == "unclip_normalizer":
+            e = torch.randn(2, 32)
+            torch.testing.assert_close(m.unscale(m.scale(e)), e)
+
+
+def test_text_tower_warns_with_the_token_count_when_a_text_is_cut():
+    te = zoo.load_text_encoder(16)
+    long = "A dark, striped t-shirt with short sleeves and a wide cut, seen from the front."
+    with pytest.warns(UserWarning, match=r"max_length=16 tokens were cut.*\((2[0-9]|1[7-9]) tokens\)"):
+        h = te.encode([long])
+    assert h.shape == (1, 16, 384)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                           # the default length takes it whole
+        assert zoo.load_text_encoder().encode([long]).shape == (1, zoo.TEXT_MAX_LENGTH, 384)
+
+
+def test_each_model_gets_the_text_length_it_was_trained_with():
+    assert zoo.text_encoder_for("clip").max_length == zoo.text_encoder_for("unet").max_length == 16
+    assert zoo.text_encoder_for("attr_clip").max_length == zoo.text_encoder_for("attr_unet").max_length == zoo.TEXT_MAX_LENGTH
+    assert zoo.load("attr_clip").text.max_length == zoo.TEXT_MAX_LENGTH and zoo.load("clip").text.max_length == 16
 
 
 def test_dit_loss_is_lower_for_the_trained_dit(test_set):
