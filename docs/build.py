@@ -79,8 +79,8 @@ def blob_url(cfg: dict[str, str]) -> str:
 # ---------------------------------------------------------------------------------------------- notebooks
 
 def api_notebooks(nbs: Path) -> list[Path]:
-    """The API notebooks `NN_*.ipynb` in layer order."""
-    return sorted(nbs.glob("[0-9][0-9]_*.ipynb"))
+    """The API notebooks `NN_*.ipynb` (and `NNa_*.ipynb`, a layer inserted between two) in layer order."""
+    return sorted(p for p in nbs.glob("[0-9][0-9]*_*.ipynb") if re.fullmatch(r"\d\d[a-z]?", p.stem.split("_", 1)[0]))
 
 
 def run_notebooks(nbs: Path) -> list[Path]:
