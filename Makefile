@@ -64,7 +64,7 @@ test: install docs-deps check-clean nbtest pytest  ## install, then everything C
 bench: install  ## speed benchmarks (ratios printed side by side)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
-zoo: install  ## retrain the embedded model zoo from scratch on CPU (< 1 h) and rewrite its manifest
+zoo: install  ## retrain the embedded model zoo (both generations) from scratch on CPU (about 1.5 h on 2 cores) and rewrite its manifest
 	mkdir -p runs/zoo
 	$(LOG_PAPERMILL) nbs/04_zoo.ipynb runs/zoo/04_zoo.ipynb -p retrain True
 

@@ -668,6 +668,10 @@ GALLERY_STUDIES = {      # figures/ prefix → what it is, how it is regenerated
         title="The embedded model zoo: samples of the retrained zoo models and the retraining record",
         reproduces="none (the embedded zoo every embedded result uses)", scale="embedded",
         command="make zoo", provenance="zoo_retrain_record.json"),
+    "zoo_described": dict(
+        title="The zoo's second generation: attribute prompts to the attribute-aware UNet, unCLIP-style variations of test images",
+        reproduces="none (the embedded models CONCORD, VLCP and patch selection use)", scale="embedded",
+        command="papermill nbs/04_zoo.ipynb out.ipynb -p retrain_described True", provenance="zoo_described_record.json"),
 }
 _PAPER_ITEM = re.compile(r"^(\w+) ((?:Tables?|Figs?\.) [\d, and]*\d)")
 

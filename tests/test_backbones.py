@@ -12,7 +12,8 @@ from ddrepro.diffusion import random_dit, random_unet, random_vae
 from ddrepro.backbones import (HUB, Asset, convert_meta_dit, load_clip, load_dit, load_teacher, load_text_backbone,
                                load_vae, meta_dit_config, tiny_clip_text, weights_sha256)
 from ddrepro.core import AssetError, ConfigError, RunRecord, file_sha256
-from ddrepro.data import class_map
+from ddrepro.data import class_map, load_real
+from ddrepro import zoo
 
 
 # --- a re-implementation of Meta's DiT (facebookresearch/DiT models.py) to check the conversion ---------
@@ -252,6 +253,34 @@ def test_image_text_encoder_specs(monkeypatch):
         load_image_text_encoder("open_clip:ViT-B-32:openai")
     with pytest.raises(ConfigError, match="open_clip:<arch>"):
         load_image_text_encoder("resnet")
+
+
+
+def test_zoo_encoder_specs_name_their_zoo_model():
+    from ddrepro.backbones import check_encoder_spec, load_image_text_encoder
+    assert check_encoder_spec("zoo")["arch"] == "clip" and check_encoder_spec("zoo-attr")["arch"] == "attr_clip"
+    enc = load_image_text_encoder("zoo-attr", device="cpu")
+    assert enc.assets["clip"]["id"] == "ddrepro.zoo:attr_clip" and enc.text.max_length == zoo.TEXT_MAX_LENGTH
+    with pytest.raises(ConfigError, match="'zoo-attr'"):
+        check_encoder_spec("zoo-atr")
+
+
+def test_zoo_unclip_backbone_makes_variations_through_the_shared_sampler():
+    from ddrepro.backbones import load_text_backbone
+    from ddrepro.diffusion import sample_text
+    bb = load_text_backbone("zoo-unclip")
+    assert bb.asset.id == "ddrepro.zoo:unclip" and bb.unet.config.class_embed_type == "projection"
+    real = load_real("fashion_mnist", "test").images[:2]
+    cl = bb.image_conditioning(real.float() / 255, noise_level=0, generator=torch.Generator().manual_seed(0))
+    assert cl.shape == (2, 2 * 384) and not cl.requires_grad
+    states, empty = bb.encode(["A photo of a ankle boot", "A photo of a t-shirt"]), bb.encode([""])
+    assert states.shape == (2, zoo.TEXT_MAX_LENGTH, 384)
+    x = sample_text(bb.unet, bb.vae, states, [0, 1], uncond_states=empty, num_steps=4, cfg_scale=4.0,
+                    unet_kwargs={"class_labels": cl}, uncond_kwargs={"class_labels": torch.zeros_like(cl)})
+    assert x.shape == (2, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
+    first = load_text_backbone("zoo")
+    assert first.text_encoder.max_length == 16 and first.image_encoder is None
+    assert load_text_backbone("zoo-attr").asset.id == "ddrepro.zoo:attr_unet"
 
 
 # --- pixel-space class-conditional DDPM (SAS Table 3's CIFAR-10 pool) ------------------------------

@@ -51,6 +51,27 @@ def test_manifest_records_quality_meeting_the_targets(manifest):
     assert q["vae"]["recon_teacher_acc"] >= q["vae"]["teacher_acc"] - 0.03
 
 
+def test_second_generation_keeps_the_class_level_and_knows_attributes(manifest):
+    q = {n: e["quality"] for n, e in manifest["models"].items()}
+    assert q["attr_clip"]["zero_shot_acc"] >= q["clip"]["zero_shot_acc"] - 0.01
+    assert q["attr_unet"]["sample_teacher_acc"] >= q["unet"]["sample_teacher_acc"]
+    for a, r in q["attr_clip"]["attribute_retrieval"].items():      # above chance AND above always-the-majority-value
+        assert r["acc"] >= max(r["chance"], r["majority"]) + 0.05, (a, r)
+        assert r["acc"] > q["attr_clip"]["first_gen_clip_attribute_retrieval"][a], a
+    follow = q["attr_unet"]["attribute_following"]
+    assert sum(r["follow"] for r in follow.values()) / len(follow) > sum(r["chance"] for r in follow.values()) / len(follow)
+    assert q["unclip"]["cos_to_source"] > q["unclip"]["cos_same_class_pairs"]
+    assert q["unclip"]["variation_teacher_acc"] >= 0.80
+    for n in ("attr_clip", "attr_unet", "unclip"):
+        assert "not a VLM" in manifest["models"][n]["descriptions"], n     # every file made from descriptions says what made them
+
+
+def test_attribute_aware_encoder_ranks_the_right_tone(test_set):
+    x, y = test_set
+    r = zoo.attribute_retrieval(zoo.load("attr_clip"), x, y, CM.prompt_names)
+    assert r["tone"]["acc"] >= r["tone"]["chance"] + 0.3, r["tone"]
+
+
 def test_load_verifies_sha256(tmp_path):
     import shutil
     for f in ("manifest.json", "teacher.safetensors"): shutil.copy(zoo.zoo_dir() / f, tmp_path / f)
