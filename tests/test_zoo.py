@@ -204,3 +204,29 @@ def test_clip_image_embeddings_carry_gradients_to_the_pixels_when_asked(which, t
     x64 = torch.rand(2, 3, 64, 64, requires_grad=True)
     g64, = torch.autograd.grad(clip.encode_image(x64, grad=True).sum(), x64)
     assert torch.isfinite(g64).all() and g64.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_make_zoo_path_retrains_both_generations_into_a_folder(papermill, tmp_path):
+    """`make zoo`'s notebook path end to end on a tiny budget: every model of both generations is trained, written with
+    its sha256 and loads back; the shipped folder is not touched."""
+    import json
+    shipped = (zoo.zoo_dir() / "manifest.json").read_bytes()
+    root = tmp_path / "zoo"
+    r = papermill("04_zoo.ipynb", tmp_path / "out.ipynb", "-p", "retrain", "True", "-p", "zoo_root", root,
+                  "-p", "n_train", "256", "-p", "n_test", "100", "-p", "teacher_epochs", "1", "-p", "vae_steps", "3",
+                  "-p", "clip_steps", "3", "-p", "dit_steps", "3", "-p", "unet_steps", "3", "-p", "attr_clip_steps", "3",
+                  "-p", "attr_unet_steps", "3", "-p", "unclip_steps", "3", "-p", "eval_per_class", "1",
+                  "-p", "follow_per_prompt", "1", "-p", "variation_sources", "1", "-p", "num_steps", "2",
+                  "-p", "out_dir", tmp_path / "run", "-p", "figure", tmp_path / "f1.png",
+                  "-p", "figure_described", tmp_path / "f2.png", timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = zoo.read_manifest(root)
+    assert set(m["models"]) == set(zoo.ZOO_NAMES)
+    for n in zoo.ZOO_NAMES:
+        if n != "text_encoder":
+            assert file_sha256(root / m["models"][n]["file"]) == m["models"][n]["sha256"], n
+            zoo.load(n, root=root)
+    assert "attribute_retrieval" in m["models"]["attr_clip"]["quality"]
+    assert json.loads((tmp_path / "run" / "record.json").read_text())["status"] == "complete"
+    assert (zoo.zoo_dir() / "manifest.json").read_bytes() == shipped
