@@ -613,8 +613,8 @@ def unclip_condition(image_embeds: torch.Tensor, noise_level: int | torch.Tensor
     emb = image_embeds.float()
     dev = emb.device
     lvl = torch.as_tensor(noise_level, device=dev).long().reshape(-1).expand(emb.shape[0])
-    noise = torch.stack([torch.randn(emb.shape[1:], generator=g) for g in generator]).to(dev) \
-        if isinstance(generator, (list, tuple)) else torch.randn(emb.shape, generator=generator).to(dev)
+    noise = initial_noise(generator, emb.shape[1:], dev) if isinstance(generator, (list, tuple)) \
+        else torch.randn(emb.shape, generator=generator).to(dev)
     # scale / unscale by hand: the normaliser's own `.to()` re-wraps mean and std as trainable Parameters
     mean, std = normalizer.mean.detach().to(dev, emb.dtype), normalizer.std.detach().to(dev, emb.dtype)
     emb = noising_scheduler.add_noise((emb - mean) / std, noise, lvl) * std + mean

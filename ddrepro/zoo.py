@@ -31,12 +31,13 @@ __all__ = ['NUM_CLASSES', 'NULL_CLASS', 'FIRST_GENERATION', 'SECOND_GENERATION',
            'CAPTION_TEMPLATES', 'ZERO_SHOT_TEMPLATE', 'UNET_TEMPLATES', 'MINILM_PACKAGE', 'augment', 'BasicBlock',
            'ResNet18', 'train_teacher', 'vae_config', 'build_vae', 'vae_loss', 'train_vae', 'latent_scaling_factor',
            'minilm_dir', 'TextEncoder', 'load_text_encoder', 'tiny_text_encoder', 'ImageTower', 'ImageTextEncoder',
-           'lit_loss', 'caption_table', 'text_bank', 'caption_draw', 'train_clip', 'zero_shot_logits', 'dit_config',
-           'unet_config', 'unclip_config', 'unclip_noising_scheduler', 'build_unclip_normalizer', 'build_dit',
-           'build_unet', 'train_dit', 'train_unet', 'fit_unclip_normalizer', 'train_unclip', 'zoo_dir', 'read_manifest',
-           'model_config', 'build', 'save_model', 'set_entry', 'text_encoder_entry', 'load', 'tiny', 'text_encoder_for',
-           'teacher_accuracy', 'vae_reconstruct', 'sample_labels', 'dit_samples', 'unet_samples', 'attribute_retrieval',
-           'attribute_following', 'unclip_variations', 'variation_similarity']
+           'lit_loss', 'caption_table', 'text_bank', 'caption_draw', 'train_clip', 'image_embeddings',
+           'zero_shot_logits', 'dit_config', 'unet_config', 'unclip_config', 'unclip_noising_scheduler',
+           'build_unclip_normalizer', 'build_dit', 'build_unet', 'train_dit', 'train_unet', 'fit_unclip_normalizer',
+           'train_unclip', 'zoo_dir', 'read_manifest', 'model_config', 'build', 'save_model', 'set_entry',
+           'text_encoder_entry', 'load', 'tiny', 'text_encoder_for', 'teacher_accuracy', 'vae_reconstruct',
+           'sample_labels', 'dit_samples', 'unet_samples', 'text_samples', 'attribute_retrieval', 'attribute_following',
+           'unclip_variations', 'variation_similarity']
 
 # %% ../nbs/04_zoo.ipynb #82b1b87c
 NUM_CLASSES = 10
@@ -361,11 +362,16 @@ def train_clip(images, labels, text_encoder: TextEncoder, names, templates=CAPTI
 
 
 @torch.no_grad()
+def image_embeddings(model: ImageTextEncoder, images, batch_size: int = 500) -> torch.Tensor:
+    "L2-normalised image embeddings (N, d) of uint8 / float [0,1] images, in batches, without autograd."
+    return torch.cat([model.encode_image(model.preprocess(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
 def zero_shot_logits(model: ImageTextEncoder, images, names, template=ZERO_SHOT_TEMPLATE, batch_size=500) -> torch.Tensor:
     "Cosine similarities (N, C) of images (uint8/float [0,1]) to the prompts `template.format(name)`."
     cls = model.encode_text([template.format(n) for n in names])
-    out = [model.encode_image(model.preprocess(images[i:i + batch_size])) @ cls.t() for i in range(0, len(images), batch_size)]
-    return torch.cat(out)
+    return image_embeddings(model, images, batch_size) @ cls.t()
 
 # %% ../nbs/04_zoo.ipynb #ce77e83b
 def dit_config(size: str = "full") -> dict:
@@ -656,9 +662,20 @@ def unet_samples(unet, vae, text_encoder, labels, names, template=ZERO_SHOT_TEMP
     "UNet images float [0,1] (N,3,32,32) for the prompts template.format(names[y]) (`ddrepro.diffusion.sample_text`)."
     seeds = [derive_seed(seed, "zoo-unet", i) for i in range(len(labels))]
     states = caption_table(text_encoder, names, [template], states=True)[torch.as_tensor(labels).long(), 0]   # once per class
-    empty = text_encoder.encode([""])
+    return text_samples(unet, vae, states, seeds, text_encoder.encode([""]), num_steps, cfg_scale, batch_size)
+
+
+def text_samples(unet, vae, states, seeds, empty, num_steps: int = 50, cfg_scale: float = 4.0, batch_size: int = 250,
+                 image_cond: torch.Tensor | None = None) -> torch.Tensor:
+    """`ddrepro.diffusion.sample_text` in batches of `batch_size`: token states (N,L,D), one seed each, the empty
+    prompt's states for CFG; `image_cond` (N, 2E): unCLIP `class_labels`, against zeros in the unconditional branch."""
+    def kw(i, zero=False):
+        if image_cond is None: return None
+        c = image_cond[i:i + batch_size]
+        return {"class_labels": torch.zeros_like(c) if zero else c}
     return torch.cat([sample_text(unet, vae, states[i:i + batch_size], seeds[i:i + batch_size], uncond_states=empty,
-                                  num_steps=num_steps, cfg_scale=cfg_scale) for i in range(0, len(labels), batch_size)])
+                                  num_steps=num_steps, cfg_scale=cfg_scale, unet_kwargs=kw(i), uncond_kwargs=kw(i, True))
+                      for i in range(0, len(states), batch_size)])
 
 
 @torch.no_grad()
@@ -669,7 +686,7 @@ def attribute_retrieval(model: ImageTextEncoder, images, labels, names, batch_si
     common value), n}}."""
     labels = torch.as_tensor(labels).long()
     truth = attributes(images, labels)
-    emb = torch.cat([model.encode_image(model.preprocess(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
+    emb = image_embeddings(model, images, batch_size)
     out = {}
     for a, values in ATTRIBUTES.items():
         hits = n = 0; counts = {v: 0 for v in values}
@@ -695,9 +712,7 @@ def attribute_following(unet, vae, text_encoder, names, per_prompt: int = 10, se
     labels = torch.tensor([c for _, c, _ in jobs for _ in range(per_prompt)])
     states, idx = text_bank(text_encoder, prompts, states=True)
     seeds = [derive_seed(seed, "zoo-attr-follow", i) for i in range(len(prompts))]
-    empty = text_encoder.encode([""])
-    x = torch.cat([sample_text(unet, vae, states[idx[i:i + batch_size]], seeds[i:i + batch_size], uncond_states=empty,
-                               num_steps=num_steps, cfg_scale=cfg_scale) for i in range(0, len(prompts), batch_size)])
+    x = text_samples(unet, vae, states[idx], seeds, text_encoder.encode([""]), num_steps, cfg_scale, batch_size)
     got = attributes(x, labels)
     rows, out = [], {}
     for k, (a, c, v) in enumerate(jobs):
@@ -717,18 +732,13 @@ def unclip_variations(unclip, normalizer, vae, encoder: ImageTextEncoder, text_e
     (noise-augmented to `noise_level`) and the prompt template.format(names[y]); CFG against the empty prompt and the
     zero image conditioning."""
     labels = torch.as_tensor(labels).long()
-    emb = torch.cat([encoder.encode_image(encoder.preprocess(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
+    emb = image_embeddings(encoder, images, batch_size)
     nsch = unclip_noising_scheduler()
     gens = [torch.Generator().manual_seed(derive_seed(seed, "zoo-unclip-level", i)) for i in range(len(images))]
     cond = unclip_condition(emb, noise_level, normalizer, nsch, gens)
     states = caption_table(text_encoder, names, [template], states=True)[labels, 0]
-    empty = text_encoder.encode([""])
     seeds = [derive_seed(seed, "zoo-unclip", i) for i in range(len(images))]
-    return torch.cat([sample_text(unclip, vae, states[i:i + batch_size], seeds[i:i + batch_size], uncond_states=empty,
-                                  num_steps=num_steps, cfg_scale=cfg_scale,
-                                  unet_kwargs={"class_labels": cond[i:i + batch_size]},
-                                  uncond_kwargs={"class_labels": torch.zeros_like(cond[i:i + batch_size])})
-                      for i in range(0, len(images), batch_size)])
+    return text_samples(unclip, vae, states, seeds, text_encoder.encode([""]), num_steps, cfg_scale, batch_size, cond)
 
 
 @torch.no_grad()
@@ -736,8 +746,7 @@ def variation_similarity(encoder: ImageTextEncoder, sources, variations, labels,
     """Mean cosine in `encoder` space of each variation to its source, beside the mean cosine of random same-class
     pairs of sources (each source paired with another source of its class, drawn with `seed`)."""
     labels = torch.as_tensor(labels).long()
-    e = lambda x: encoder.encode_image(encoder.preprocess(x))
-    es, ev = e(sources), e(variations)
+    es, ev = image_embeddings(encoder, sources), image_embeddings(encoder, variations)
     g = torch.Generator().manual_seed(seed); partner = torch.empty(len(labels), dtype=torch.long)
     for c in labels.unique():
         rows = (labels == c).nonzero().flatten()
