@@ -133,11 +133,13 @@ class TextGenerator:
             states = self.encode(self.prompts_for(items)).to(dev)
             neg = self.encode([self.negative_prompt]).to(dev) if self.cfg_scale is not None else None
         kw = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("unet.")}
+        # unCLIP's unconditional branch is the empty prompt AND zero image conditioning (StableUnCLIPImg2ImgPipeline)
+        ukw = {k: torch.zeros_like(v) if k == "class_labels" else v for k, v in kw.items()}
         init_latents = p.get("init_latents", init_latents); init_images = p.get("init_images", init_images)
         return sample_text(self.unet, self.vae, states, items.seeds, uncond_states=neg, num_steps=self.num_steps,
                            cfg_scale=self.cfg_scale, scheduler=make_scheduler(self.sampler, self.scheduler_config),
                            eta=self.eta, init_images=init_images, init_latents=init_latents,
-                           strength=self.strength if strength is None else strength, unet_kwargs=kw or None,
+                           strength=self.strength if strength is None else strength, unet_kwargs=kw or None, uncond_kwargs=ukw or None,
                            guidance=self.guidance, noise=self.noise, desc=self.name, items=items)
 
     def to(self, device):
