@@ -59,6 +59,8 @@ METHODS = (
     # 02_diffusion numbers the DDPM / DDIM equations as CONCORD's §3.1 restates them
     Method("CONCORD", "CONCORD: Concept-Informed Diffusion for Dataset Distillation",
            ("ddrepro.concord", "ddrepro.diffusion")),
+    Method("DPS", "Efficient Dataset Distillation via Diffusion-Driven Patch Selection for Improved Generalization",
+           ("ddrepro.patchsel",)),
 )
 
 

@@ -1,0 +1,126 @@
+"""The patch-selection run notebook: its config cell refuses bad parameters in milliseconds, its parameters cell and
+params file agree with the config, it takes its pieces from the library, and (slow) an end-to-end papermill smoke run
+on the embedded zoo with a tiny budget, resumed once."""
+import ast
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ddrepro.core import ConfigError, config_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPERMILL = [str(Path(sys.executable).parent / "papermill")]
+NB = ROOT / "nbs" / "run_patchsel.ipynb"
+UNUSED = "/tmp/ddrepro-unused"
+
+
+def _code_cells() -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(NB.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.fixture(scope="module")
+def Config():
+    src = [s for s in _code_cells() if "class PatchselRunConfig" in s]
+    assert len(src) == 1
+    ns = {"__name__": "run_patchsel_config"}
+    exec(compile(src[0], f"{NB.name}:PatchselRunConfig", "exec"), ns)
+    return ns["PatchselRunConfig"]
+
+
+def _parameters() -> dict:
+    cell = [c for c in json.loads(NB.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cell) == 1
+    return {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse("".join(cell[0]["source"])).body
+            if isinstance(n, ast.Assign)}
+
+
+def _papermill(tmp_path, *args, timeout=900):
+    env = dict(os.environ, DDREPRO_PROGRESS="0", HF_HUB_OFFLINE="1")
+    return subprocess.run(PAPERMILL + [str(NB), str(tmp_path / "out.ipynb"), "--cwd", str(ROOT), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("params,match", [
+    (dict(methods=["dps", "sre2l"]), r"methods=\['dps', 'sre2l'\]: expected a non-empty list of distinct names"),
+    (dict(score_sign="minus"), r"score_sign='minus': expected 'neg'"),
+    (dict(dataset="imagewoof"), r"dataset='imagewoof': expected 'fashion_mnist'"),
+    (dict(n_draws=0), r"n_draws=0: expected a positive integer"),
+    (dict(t_lo=0.8), r"t_range=\(0.8, 0.7\): expected 0 ≤ lo < hi ≤ 1"),
+    (dict(dift_t=1000), r"dift_t=1000: expected an integer timestep"),
+    (dict(per_class=5), r"mipc=5 real images per class give at most 5 key patches"),
+    (dict(rded_factor=0), r"rded_factor=0: expected an integer ≥ 1"),
+    (dict(students=["vit"]), r"students=\['vit'\]: expected a non-empty list"),
+    (dict(observer="resnet"), r"observer='resnet': expected 'zoo'"),
+])
+def test_bad_parameters_fail_in_milliseconds_naming_them(Config, params, match):
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(Config, dict(params, out_dir=UNUSED), source="notebook parameters")
+    assert time.perf_counter() - t0 < 1
+
+
+def test_parameters_cell_and_params_file_match_the_config(Config):
+    params = _parameters()
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(Config)}
+    assert set(params) - {"batch_size"} <= set(defaults)
+    wrong = {k: (params[k], defaults[k]) for k in params if k in defaults and params[k] != defaults[k]}
+    assert not wrong, wrong
+    from ddrepro.core import load_yaml
+    from ddrepro.reports import cell_run_params, load_table_spec, table_cells
+    run = load_yaml(ROOT / "params" / "patchsel" / "embedded" / "run.yaml")
+    assert {k: v for k, v in run.items() if k != "table"} == {k: v for k, v in params.items() if k in run}
+    spec = load_table_spec("patchsel/embedded/run")
+    assert spec.notebook == "nbs/run_patchsel.ipynb" and spec.grid == {"ipc": [10, 50]}
+    for cell in table_cells(spec):
+        cfg = config_from_dict(Config, {**cell_run_params(spec, cell), "out_dir": UNUSED}, source=str(spec.path))
+        assert cfg.dps.ipc == cell["ipc"] and cfg.rded.ipc == cell["ipc"] and cfg.dps.assembly_for(32) == "whole"
+
+
+def test_run_patchsel_takes_its_pieces_from_the_library():
+    code = "\n".join(_code_cells())
+    for call in ("dps_distill(", "rded_distill(", "write_distilled(", "sign_check(", "evaluate_sets(", "paired_rows(",
+                 "paired_difference(", "random_real_subset(", "results_frame(", "load_text_backbone(", "load_teacher("):
+        assert call in code, call
+    for own in ("def train_student", "def evaluate", "def paired", "denoising_error(", "KMeans", "def stitch"):
+        assert own not in code, own
+
+
+SMOKE = ["-p", "ipc", "2", "-p", "per_class", "12", "-p", "n_draws", "2", "-p", "dift_ensemble", "1", "-p", "n_clusters",
+         "4", "-p", "repeats", "2", "-p", "eval_workers", "1", "-y", "eval_overrides: {epochs: 1}"]
+
+
+@pytest.mark.slow
+def test_run_patchsel_embedded_smoke_and_resume(tmp_path):
+    from ddrepro.data import class_map, load_distilled
+    out = tmp_path / "run"
+    r = _papermill(tmp_path, *SMOKE, "-p", "out_dir", str(out))
+    assert r.returncode == 0, r.stderr[-4000:]
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["status"] == "complete" and set(rec["stages"]) >= {"preflight", "dps", "rded", "diagnostics", "evaluate", "figures"}
+    cm = class_map("fashion_mnist")
+    for m in ("dps", "rded"):
+        s = load_distilled(out / m / "distilled", cm, 2, exact=True)
+        assert s.images.shape == (20, 3, 32, 32)
+        sel = json.loads((out / m / "distilled" / "selection.json").read_text())
+        assert sel["selector"] == m and sel["ipc"] == 2
+    cand = pd.read_csv(out / "dps" / "candidates.csv")
+    assert len(cand) == 120 and cand.is_selected.sum() == 20 and {"score", "cluster", "cluster_rank"} <= set(cand)
+    sc = rec["results"]["sign_check"]
+    assert len(sc["rho"]) == 10 and -1 <= sc["mean_rho"] <= 1
+    rows = pd.DataFrame(rec["results"]["rows"])
+    assert list(rows.set) == ["DPS", "RDED", "random real"] and (rows.n_runs == 2).all()
+    assert rows.delta_vs.eq("random").all() and "convnet" in rec["results"]["dps_vs_rded"]
+    assert (out / "patchsel_sets.png").stat().st_size > 1000
+    r = _papermill(tmp_path, *SMOKE, "-p", "out_dir", str(out))
+    assert r.returncode == 0, r.stderr[-4000:]
+    rec2 = json.loads((out / "record.json").read_text())
+    assert rec2["stages"]["dps"].get("resumed") is True and rec2["stages"]["rded"].get("resumed") is True
+    assert [r["finals"] for r in rec2["results"]["rows"]] == [r["finals"] for r in rec["results"]["rows"]]
