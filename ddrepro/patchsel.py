@@ -16,18 +16,18 @@ import torch.nn.functional as F
 from pathlib import Path
 
 from .core import ConfigError, DataError, atomic_write, derive_seed, progress
-from .data import save_image, to_uint8
+from .data import read_image, save_image, to_uint8
 from .diffusion import denoising_error, eval_mode, unet_features
 from .rded import stitch
-from .selection import Selection, write_selection
+from .selection import Selection, embed_images, write_selection
 
 # %% auto #0
-__all__ = ['SCORE_SIGNS', 'ASSEMBLIES', 'EMBEDDED', 'forward_noise', 'relevance', 'class_probability', 'score_from_relevance',
-           'stratified_timesteps', 'loss_difference_maps', 'window_scores', 'best_window', 'resize_short_side',
-           'crop_box', 'dift_features', 'cluster_candidates', 'rank_candidates', 'patch_quota', 'select_patches',
-           'assembly_for', 'patches_per_image', 'assemble', 'DPSConfig', 'class_states', 'stage1_candidates',
-           'stage2_rank', 'dps_select', 'dps_distill', 'sign_check', 'make_canvases', 'box_iou', 'localisation',
-           'write_distilled']
+__all__ = ['SCORE_SIGNS', 'ASSEMBLIES', 'CLUSTER_FEATURES', 'EMBEDDED', 'forward_noise', 'relevance', 'class_probability',
+           'score_from_relevance', 'stratified_timesteps', 'loss_difference_maps', 'window_scores', 'best_window',
+           'resize_short_side', 'crop_box', 'dift_features', 'cluster_candidates', 'rank_candidates', 'patch_quota',
+           'select_patches', 'assembly_for', 'patches_per_image', 'assemble', 'DPSConfig', 'class_states',
+           'stage1_candidates', 'stage2_rank', 'dps_select', 'dps_distill', 'sign_check', 'make_canvases', 'box_iou',
+           'localisation', 'write_distilled']
 
 # %% ../nbs/14_patchsel.ipynb #c7c10d2f
 def forward_noise(z: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -264,6 +264,8 @@ def assemble(patches: torch.Tensor, assembly: str, ipc: int, out_size: int, fact
     return x
 
 # %% ../nbs/14_patchsel.ipynb #d2c479e2
+CLUSTER_FEATURES = ("dift", "clip", "none")
+
 def _pos(name: str, v, what: str, allow_none: bool = False):
     if v is None and allow_none: return None
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -287,6 +289,7 @@ class DPSConfig:
     dift_t: int = 160                        # "1.60" read as t = 160 (Fig. 7)
     dift_block: int = 1                      # UNet up block of the DIFT features — not given; DIFT's default
     dift_ensemble: int = 8                   # noise draws averaged — not given; DIFT's default
+    cluster_features: str = "dift"           # 'dift' (§3.3) | 'clip' (Table 5's CLIP clusters) | 'none' (Table 5's w/o cluster)
     n_clusters: int = 32                     # M (§3.3, Fig. 8)
     n_top: int = 10                          # N top clusters (§3.3, supp. §5, Fig. 8)
     factor: int = 2                          # patches per side of a stitched image (§3.4: 2×2)
@@ -307,6 +310,8 @@ class DPSConfig:
         self.short_side = _pos("short_side", self.short_side, "short side in pixels, or None", allow_none=True)
         self.per_class = _pos("per_class", self.per_class, "real images scored per class, or None for all", allow_none=True)
         if self.assembly not in ASSEMBLIES: raise ConfigError(f"assembly={self.assembly!r}: expected one of {ASSEMBLIES}")
+        if self.cluster_features not in CLUSTER_FEATURES:
+            raise ConfigError(f"cluster_features={self.cluster_features!r}: expected one of {CLUSTER_FEATURES} (Table 5)")
         if self.score_sign not in SCORE_SIGNS:
             raise ConfigError(f"score_sign={self.score_sign!r}: expected 'neg' (s = −R, high p(c|z) first) or 'pos' (s = R)")
         self.t_range = tuple(float(v) for v in self.t_range)
@@ -387,14 +392,24 @@ def stage1_candidates(images: Sequence[torch.Tensor], labels, unet, vae, schedul
 # %% ../nbs/14_patchsel.ipynb #f5288bc0
 @torch.no_grad()
 def stage2_rank(patches: torch.Tensor, scores, unet, vae, scheduler, cond: torch.Tensor, cfg: DPSConfig,
-                ids: Sequence | None = None) -> dict:
+                ids: Sequence | None = None, image_encoder=None) -> dict:
     """Stage II for one class: its candidate patches (n, 3, P, P) uint8/float, their scores (n,), the class's
     label-prompt states `cond` (1, L, D) → dict 'cluster', 'distance', 'cluster_rank' (0 = best cluster),
-    'member_rank' (0 = closest to its centroid) (n,) and 'order' / 'members' (`rank_candidates`)."""
-    x = _to01(patches).to(next(vae.parameters()).device)
-    z = vae.encode(2 * x.to(next(vae.parameters()).dtype) - 1).latent_dist.mean * vae.config.scaling_factor
-    f = dift_features(unet, z.float(), cond, scheduler, t=cfg.dift_t, block=cfg.dift_block, ensemble=cfg.dift_ensemble,
-                      ids=ids, seed=cfg.seed, batch_size=cfg.batch_size)
+    'member_rank' (0 = closest to its centroid) (n,) and 'order' / 'members' (`rank_candidates`).
+    `cfg.cluster_features`: 'dift' (the paper's), 'clip' (the embeddings of `image_encoder`, an encoder with
+    `encode_image`) or 'none' (no clusters: every column −1, and the selection falls back to the score order)."""
+    n = len(patches)
+    if cfg.cluster_features == "none":
+        return dict(cluster=np.full(n, -1), distance=np.full(n, np.nan), cluster_rank=np.full(n, -1),
+                    member_rank=np.full(n, -1), order=np.zeros(0, np.int64), members=[], features=None)
+    if cfg.cluster_features == "clip":
+        if image_encoder is None: raise ConfigError("cluster_features='clip' needs an image_encoder (Table 5's CLIP clusters)")
+        f = torch.as_tensor(embed_images(image_encoder, list(_to01(patches)), desc="CLIP features"))
+    else:
+        x = _to01(patches).to(next(vae.parameters()).device)
+        z = vae.encode(2 * x.to(next(vae.parameters()).dtype) - 1).latent_dist.mean * vae.config.scaling_factor
+        f = dift_features(unet, z.float(), cond, scheduler, t=cfg.dift_t, block=cfg.dift_block, ensemble=cfg.dift_ensemble,
+                          ids=ids, seed=cfg.seed, batch_size=cfg.batch_size)
     cl, dist = cluster_candidates(f, cfg.n_clusters, cfg.seed)
     order, members = rank_candidates(scores, cl, dist)
     crank, mrank = np.empty(len(cl), np.int64), np.empty(len(cl), np.int64)
@@ -415,33 +430,37 @@ def _class_draw(labels: np.ndarray, c: int, per_class: int | None, seed: int) ->
     return np.sort(np.random.default_rng(derive_seed(seed, "patchsel.real", c)).permutation(pool)[:per_class])
 
 def dps_distill(real, backbone, scheduler, cfg: DPSConfig, prompt_names: Sequence[str] | None = None,
-                rankings: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+                rankings: dict | None = None, image_encoder=None) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
     """DPS on the ImageSet `real` with `backbone` (unet, vae, encode(prompts)) → (images uint8 (C·IPC, 3, S, S),
     labels (C·IPC,), candidate table (dict of (n,) numpy columns), rankings {class: (candidate table slice, ranking)}).
-    Pass `rankings` from an earlier call to materialise another IPC without recomputing Stages I–II."""
+    Pass `rankings` from an earlier call to materialise another IPC without recomputing Stages I–II;
+    `image_encoder` (with `encode_image`) for `cluster_features='clip'`."""
     if not isinstance(cfg, DPSConfig): raise ConfigError(f"cfg={cfg!r}: expected a DPSConfig")
     cm = real.class_map
     names = list(prompt_names or getattr(cm, "prompt_names", None) or cm.names)
     y = np.asarray(real.labels, dtype=np.int64)
     C = len(cm)
     draws = [_class_draw(y, c, cfg.per_class, cfg.seed) for c in range(C)]
-    first = real.subset(draws[0][:1]).load().images[0]
+    first = real.subset(draws[0][:1]).load().images[0] if real.images is not None else read_image(real.files[draws[0][0]])
     assembly = cfg.assembly_for(int(max(first.shape[-2:])))
     need = cfg.ipc * patches_per_image(assembly, cfg.factor)
     short = [(c, len(d)) for c, d in enumerate(draws) if len(d) < need]
     if short:
         raise DataError(f"class {short[0][0]} ({cm.names[short[0][0]]}) has {short[0][1]} real images but IPC {cfg.ipc} "
                         f"with assembly {assembly!r} needs {need} candidates (one per image); {len(short)} class(es) short")
+    if cfg.cluster_features == "clip" and image_encoder is None:
+        raise ConfigError("cluster_features='clip' needs an image_encoder (Table 5's CLIP clusters)")
     cond, null = class_states(backbone.encode, names, cfg)
     rankings = {} if rankings is None else rankings
     rows, out = [], []
     for c in progress(range(C), desc="DPS", total=C, unit="class"):
         if c not in rankings:
-            imgs = real.subset(draws[c]).load().images
-            cand = stage1_candidates(list(imgs), np.full(len(imgs), c), backbone.unet, backbone.vae, scheduler, cond,
+            sub = real.subset(draws[c])
+            imgs = list(sub.images) if sub.images is not None else [read_image(f) for f in sub.files]   # native sizes
+            cand = stage1_candidates(imgs, np.full(len(imgs), c), backbone.unet, backbone.vae, scheduler, cond,
                                      null, cfg, ids=draws[c].tolist(), mode="whole" if assembly == "whole" else "patch")
             rk = stage2_rank(cand["patches"], cand["score"], backbone.unet, backbone.vae, scheduler, cond[c:c + 1], cfg,
-                             ids=draws[c].tolist())
+                             ids=draws[c].tolist(), image_encoder=image_encoder)
             rankings[c] = (cand, rk)
         cand, rk = rankings[c]
         sel = dps_select(cand["score"], rk, cfg.ipc, assembly, cfg)

@@ -50,14 +50,20 @@ def _papermill(tmp_path, *args, timeout=900):
 @pytest.mark.parametrize("params,match", [
     (dict(methods=["dps", "sre2l"]), r"methods=\['dps', 'sre2l'\]: expected a non-empty list of distinct names"),
     (dict(score_sign="minus"), r"score_sign='minus': expected 'neg'"),
-    (dict(dataset="imagewoof"), r"dataset='imagewoof': expected 'fashion_mnist'"),
     (dict(n_draws=0), r"n_draws=0: expected a positive integer"),
     (dict(t_lo=0.8), r"t_range=\(0.8, 0.7\): expected 0 ≤ lo < hi ≤ 1"),
     (dict(dift_t=1000), r"dift_t=1000: expected an integer timestep"),
     (dict(per_class=5), r"mipc=5 real images per class give at most 5 key patches"),
     (dict(rded_factor=0), r"rded_factor=0: expected an integer ≥ 1"),
     (dict(students=["vit"]), r"students=\['vit'\]: expected a non-empty list"),
-    (dict(observer="resnet"), r"observer='resnet': expected 'zoo'"),
+    (dict(observer="resnet"), r"observer='resnet': expected 'teacher'"),
+    (dict(dataset="imagewoof"), r"dataset='imagewoof': expected 'fashion_mnist' with backbone 'zoo'"),
+    (dict(dataset="imagewoof", backbone="sd-1.5", teacher=None), r"teacher=None: expected a teacher for imagewoof"),
+    (dict(backbone="sdxl"), r"backbone='sdxl': expected 'zoo', a hub name"),
+    (dict(cluster_features="sift"), r"cluster_features='sift': expected one of"),
+    (dict(cluster_features="clip", clip_encoder="clip-xxl"), r"clip_encoder='clip-xxl'"),
+    (dict(dps_overrides={"windw": 3}), r"dps_overrides=\{'windw': 3\}: expected fields of DPSConfig"),
+    (dict(val_split="fastai"), r"val_split='fastai': expected 'auto' for fashion_mnist"),
 ])
 def test_bad_parameters_fail_in_milliseconds_naming_them(Config, params, match):
     t0 = time.perf_counter()
@@ -82,6 +88,16 @@ def test_parameters_cell_and_params_file_match_the_config(Config):
     for cell in table_cells(spec):
         cfg = config_from_dict(Config, {**cell_run_params(spec, cell), "out_dir": UNUSED}, source=str(spec.path))
         assert cfg.dps.ipc == cell["ipc"] and cfg.rded.ipc == cell["ipc"] and cfg.dps.assembly_for(32) == "whole"
+
+
+def test_paper_scale_config_takes_the_papers_settings(Config):
+    paper = dict(dataset="imagewoof", backbone="sd-1.5", teacher="/ckpt/resnet18_woof.pth", teacher_arch="resnet18",
+                 dift_block=1, rded_factor=2, rded_crop_scale=[0.08, 1.0], out_dir=UNUSED)
+    d = Config(**paper).dps
+    assert (d.label_prompt, d.null_prompt, d.window, d.stride, d.short_side, d.out_size) == ("An image of {}", "An image of .", 224, 8, 256, 224)
+    assert d.assembly_for(256) == "stitch" and Config(**dict(paper, ipc=50)).dps.assembly_for(256) == "single"
+    r = Config(**paper).rded
+    assert r.factor == 2 and r.out_size == 224 and r.crop_scale == (0.08, 1.0)
 
 
 def test_run_patchsel_takes_its_pieces_from_the_library():
@@ -124,3 +140,10 @@ def test_run_patchsel_embedded_smoke_and_resume(tmp_path):
     rec2 = json.loads((out / "record.json").read_text())
     assert rec2["stages"]["dps"].get("resumed") is True and rec2["stages"]["rded"].get("resumed") is True
     assert [r["finals"] for r in rec2["results"]["rows"]] == [r["finals"] for r in rec["results"]["rows"]]
+    # another IPC: Stages I-II come from the ranking cache (IPC-independent), and the selection matches the first run's order
+    r = _papermill(tmp_path, *SMOKE, "-p", "ipc", "1", "-y", "methods: [dps]", "-p", "out_dir", str(tmp_path / "run1"))
+    assert r.returncode == 0, r.stderr[-4000:]
+    rec3 = json.loads((tmp_path / "run1" / "record.json").read_text())
+    assert rec3["stages"]["dps"]["rankings_cached"] is True
+    c1 = pd.read_csv(tmp_path / "run1" / "dps" / "candidates.csv")
+    assert (c1.score.to_numpy() == cand.score.to_numpy()).all() and c1.is_selected.sum() == 10
