@@ -18,6 +18,7 @@ from pathlib import Path
 from .core import ConfigError, DataError, atomic_write, derive_seed, progress
 from .data import read_image, save_image, to_uint8
 from .diffusion import denoising_error, eval_mode, unet_features
+from .dsco import latent_tsne
 from .rded import stitch
 from .selection import Selection, embed_images, write_selection
 
@@ -27,7 +28,7 @@ __all__ = ['SCORE_SIGNS', 'ASSEMBLIES', 'CLUSTER_FEATURES', 'EMBEDDED', 'forward
            'resize_short_side', 'crop_box', 'dift_features', 'cluster_candidates', 'rank_candidates', 'patch_quota',
            'select_patches', 'assembly_for', 'patches_per_image', 'assemble', 'DPSConfig', 'class_states',
            'stage1_candidates', 'stage2_rank', 'dps_select', 'dps_distill', 'sign_check', 'make_canvases', 'box_iou',
-           'localisation', 'write_distilled']
+           'localisation', 'candidate_patch', 'cluster_rows', 'plot_clusters', 'plot_set_tsne', 'write_distilled']
 
 # %% ../nbs/14_patchsel.ipynb #c7c10d2f
 def forward_noise(z: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -538,6 +539,70 @@ def localisation(pred, target, size: int, canvas: int, stride: int, iou: float =
     chance = np.mean([np.mean(box_iou(cells, np.broadcast_to(t, cells.shape), size) >= iou) for t in np.asarray(target)])
     return dict(rate=float(hit.mean()), se=float(hit.std(ddof=1) / math.sqrt(len(hit))) if len(hit) > 1 else float("nan"),
                 chance_windows=float(chance), area_ratio=size * size / canvas ** 2, n=int(len(hit)))
+
+# %% ../nbs/14_patchsel.ipynb #1786c95b5ba94f06
+def candidate_patch(image: torch.Tensor, top: int, left: int, size: int, short_side: int | None = None) -> torch.Tensor:
+    "A candidate re-cut from its real image (3, H, W) and box: resized like Stage I (`short_side`), then `crop_box` → uint8."
+    x = _to01(image)
+    if short_side is not None: x = resize_short_side(x, short_side)
+    return to_uint8(crop_box(x, int(top), int(left), int(size)))
+
+def cluster_rows(table, label: int, n_clusters: int = 3, per_cluster: int = 5) -> list[list[int]]:
+    """Row indices of `table` (the candidates table: label, cluster_rank, member_rank columns) for Fig. 3: the first
+    `per_cluster` members of each of the class's first `n_clusters` ranked clusters."""
+    y, cr, mr = (np.asarray(table[k]) for k in ("label", "cluster_rank", "member_rank"))
+    if (cr[y == label] < 0).all(): raise DataError(f"class {label}: the run has no clusters (cluster_features 'none')")
+    return [[int(i) for i in np.nonzero((y == label) & (cr == k))[0][np.argsort(mr[(y == label) & (cr == k)])][:per_cluster]]
+            for k in range(n_clusters) if ((y == label) & (cr == k)).any()]
+
+def plot_clusters(table, real, label: int, class_name: str = "", short_side: int | None = None,
+                  n_clusters: int = 3, per_cluster: int = 5):
+    "Fig. 3 from a run's candidates `table` and the real ImageSet it scored → a matplotlib Figure (rows: clusters)."
+    import matplotlib.pyplot as plt
+    rows = cluster_rows(table, label, n_clusters, per_cluster)
+    src, score = np.asarray(table["source_index"]), np.asarray(table["score"])
+    fig, axes = plt.subplots(len(rows), per_cluster, figsize=(1.3 * per_cluster, 1.45 * len(rows)), squeeze=False)
+    for r, idx in enumerate(rows):
+        for c in range(per_cluster):
+            ax = axes[r, c]; ax.set_xticks([]); ax.set_yticks([])
+            if c >= len(idx): ax.axis("off"); continue
+            i = idx[c]
+            img = real.subset([int(src[i])]).load().images[0] if real.images is not None else read_image(real.files[int(src[i])])
+            ax.imshow(candidate_patch(img, table["top"][i], table["left"][i], table["size"][i], short_side).permute(1, 2, 0).numpy())
+            ax.set_title(f"s={score[i]:.3g}", fontsize=6)
+            if c == 0: ax.set_ylabel(f"cluster {r + 1}", fontsize=7)
+    fig.suptitle(f"{class_name or f'class {label}'}: the {per_cluster} candidates closest to the centroid in each of the "
+                 f"top {len(rows)} clusters (clusters ranked by median score)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+def plot_set_tsne(sets: dict, real, teacher, per_class: int = 50, seed: int = 0, class_names: Sequence[str] | None = None):
+    """Fig. 10: the teacher's penultimate features (`teacher.features`) of every ImageSet in `sets` {name: set} and of
+    `per_class` random real images per class, one joint t-SNE (`dsco.latent_tsne`), a panel per set coloured by class
+    over the real images (grey) → matplotlib Figure."""
+    import matplotlib.pyplot as plt
+    if not hasattr(teacher, "features"): raise ConfigError("plot_set_tsne: the teacher needs a features(x) method (penultimate features)")
+    y = np.asarray(real.labels)
+    pick = np.concatenate([np.random.default_rng(derive_seed(seed, "patchsel.tsne", c)).permutation(np.nonzero(y == c)[0])[:per_class]
+                           for c in np.unique(y)])
+    def feats(images):
+        dev = next(teacher.parameters()).device
+        with torch.no_grad(), eval_mode(teacher):
+            return torch.cat([teacher.features(_to01(images[i:i + 500]).to(dev)).float().cpu() for i in range(0, len(images), 500)])
+    ref = real.subset(pick).load()
+    emb = latent_tsne({k: feats(s.images) for k, s in sets.items()}, feats(ref.images), seed=seed)
+    cmap = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(sets), figsize=(3.4 * len(sets), 3.5), squeeze=False, sharex=True, sharey=True)
+    for ax, (name, s) in zip(axes[0], sets.items()):
+        ax.scatter(emb.real[:, 0], emb.real[:, 1], s=4, color="0.75", alpha=0.6)
+        xy, lab = emb.sets[name], np.asarray(s.labels)
+        ax.scatter(xy[:, 0], xy[:, 1], s=14, c=[cmap(int(v) % 10) for v in lab], edgecolors="black", linewidths=0.3)
+        ax.set_title(f"{name} ({len(lab)} images)", fontsize=9); ax.set_xlabel("t-SNE 1")
+    axes[0, 0].set_ylabel("t-SNE 2")
+    fig.suptitle(f"Joint t-SNE of the teacher's penultimate features: each set coloured by class over {len(pick)} real "
+                 f"images (grey; perplexity {emb.perplexity:g}, seed {seed})", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/14_patchsel.ipynb #6997f93f
 def write_distilled(out_dir, images: torch.Tensor, labels: torch.Tensor, class_map, selector: str,

@@ -134,7 +134,8 @@ def test_run_patchsel_embedded_smoke_and_resume(tmp_path):
     rows = pd.DataFrame(rec["results"]["rows"])
     assert list(rows.set) == ["DPS", "RDED", "random real"] and (rows.n_runs == 2).all()
     assert rows.delta_vs.eq("random").all() and "convnet" in rec["results"]["dps_vs_rded"]
-    assert (out / "patchsel_sets.png").stat().st_size > 1000
+    assert (out / "patchsel_sets.png").stat().st_size > 1000 and (out / "fig10_tsne.png").stat().st_size > 1000
+    assert (out / "fig3_clusters_3.png").exists() and rec["stages"]["figures"]["status"] == "done"
     r = _papermill(tmp_path, *SMOKE, "-p", "out_dir", str(out))
     assert r.returncode == 0, r.stderr[-4000:]
     rec2 = json.loads((out / "record.json").read_text())
