@@ -1,50 +1,38 @@
 """The patch-selection run notebook: its config cell refuses bad parameters in milliseconds, its parameters cell and
 params file agree with the config, it takes its pieces from the library, and (slow) an end-to-end papermill smoke run
 on the embedded zoo with a tiny budget, resumed once."""
-import ast
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from run_notebook import code_cells, config_class, papermill, parameters
 from ddrepro.core import ConfigError, config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPERMILL = [str(Path(sys.executable).parent / "papermill")]
 NB = ROOT / "nbs" / "run_patchsel.ipynb"
 UNUSED = "/tmp/ddrepro-unused"
 
 
 def _code_cells() -> list[str]:
-    return ["".join(c["source"]) for c in json.loads(NB.read_text())["cells"] if c["cell_type"] == "code"]
+    return code_cells(NB)
 
 
 @pytest.fixture(scope="module")
 def Config():
-    src = [s for s in _code_cells() if "class PatchselRunConfig" in s]
-    assert len(src) == 1
-    ns = {"__name__": "run_patchsel_config"}
-    exec(compile(src[0], f"{NB.name}:PatchselRunConfig", "exec"), ns)
-    return ns["PatchselRunConfig"]
+    "The notebook's `PatchselRunConfig`, from its own cell (run here as the notebook runs it, nothing else executed)."
+    return config_class(NB, "PatchselRunConfig")
 
 
 def _parameters() -> dict:
-    cell = [c for c in json.loads(NB.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(cell) == 1
-    return {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse("".join(cell[0]["source"])).body
-            if isinstance(n, ast.Assign)}
+    return parameters(NB)
 
 
 def _papermill(tmp_path, *args, timeout=900):
-    env = dict(os.environ, DDREPRO_PROGRESS="0", HF_HUB_OFFLINE="1")
-    return subprocess.run(PAPERMILL + [str(NB), str(tmp_path / "out.ipynb"), "--cwd", str(ROOT), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return papermill(NB, tmp_path, *args, timeout=timeout)
 
 
 @pytest.mark.parametrize("params,match", [
