@@ -27,8 +27,9 @@ __all__ = ['SCORE_SIGNS', 'ASSEMBLIES', 'CLUSTER_FEATURES', 'EMBEDDED', 'forward
            'score_from_relevance', 'stratified_timesteps', 'loss_difference_maps', 'window_scores', 'best_window',
            'resize_short_side', 'crop_box', 'dift_features', 'cluster_candidates', 'rank_candidates', 'patch_quota',
            'select_patches', 'assembly_for', 'patches_per_image', 'assemble', 'DPSConfig', 'class_states',
-           'stage1_candidates', 'stage2_rank', 'dps_select', 'dps_distill', 'sign_check', 'make_canvases', 'box_iou',
-           'localisation', 'candidate_patch', 'cluster_rows', 'plot_clusters', 'plot_set_tsne', 'write_distilled']
+           'stage1_candidates', 'stage2_rank', 'dps_select', 'dps_distill', 'ranking_code_version', 'sign_check',
+           'make_canvases', 'box_iou', 'localisation', 'candidate_patch', 'cluster_rows', 'plot_clusters',
+           'plot_set_tsne', 'write_distilled']
 
 # %% ../nbs/14_patchsel.ipynb #c7c10d2f
 def forward_noise(z: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -477,6 +478,15 @@ def dps_distill(real, backbone, scheduler, cfg: DPSConfig, prompt_names: Sequenc
         out.append(assemble(cand["patches"][torch.as_tensor(sel)], assembly, cfg.ipc, cfg.out_size, cfg.factor))
     table = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
     return to_uint8(torch.cat(out)), torch.arange(C).repeat_interleave(cfg.ipc), table, rankings
+
+def ranking_code_version() -> str:
+    """A 16-hex digest of the source of every function Stages I–II run (`dps_distill`'s rankings depend on nothing
+    else but settings and weights): a cache of rankings keyed by it is invalidated by a change to that code."""
+    import hashlib, inspect
+    fns = (forward_noise, relevance, score_from_relevance, stratified_timesteps, _draws, _per_draw, loss_difference_maps,
+           window_scores, best_window, resize_short_side, crop_box, dift_features, cluster_candidates, rank_candidates,
+           stage1_candidates, stage2_rank, _class_draw)
+    return hashlib.sha256("".join(inspect.getsource(f) for f in fns).encode()).hexdigest()[:16]
 
 # %% ../nbs/14_patchsel.ipynb #5d94ed1e
 def sign_check(scores, confidence, labels) -> dict:

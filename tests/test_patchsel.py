@@ -118,3 +118,9 @@ def test_default_sign_on_the_embedded_zoo():
     pos = sign_check(-cand["score"], p, y.numpy())
     assert neg["mean_rho"] > 0.15 and neg["conf_upper"] > neg["conf_lower"], neg
     assert pos["mean_rho"] < 0, pos
+
+
+def test_ranking_code_version_is_a_stable_digest():
+    from ddrepro.patchsel import ranking_code_version
+    v = ranking_code_version()
+    assert len(v) == 16 and int(v, 16) >= 0 and v == ranking_code_version()
