@@ -230,3 +230,49 @@ def test_table13_matches_the_paper_and_the_closed_form(tmp_path):
     assert (abs(df["MC mean (mean over seeds)"] - df["closed-form mean"]) < 0.2).all()
     assert (abs(df["MC mean (mean over seeds)"] - df["paper mean"]) < 0.2).all()
     assert (tmp_path / "table13.md").read_text().startswith("### DsCo Table 13")
+
+
+# ---------------------------------------------------------------- DPS vs RDED speed (patch selection supp. Table 6)
+def _pspeed():
+    return _bench("patchsel_speed")
+
+
+def test_patchsel_speed_summary_and_helpers_by_hand():
+    m = _pspeed()
+    s = m.timing_summary({"a": [1.0, 3.0, 2.0], "b": [4.0, 6.0, 5.0]}, 10, base="b")
+    assert s["a"]["median_s"] == 2.0 and s["a"]["images_per_s"] == 5.0 and s["a"]["speedup"] == 2.5   # 5 s / 2 s
+    assert s["b"]["median_s"] == 5.0 and s["b"]["images_per_s"] == 2.0 and s["b"]["speedup"] == 1.0
+    assert m.timing_summary({"a": [1.0, 4.0], "b": [2.0, 2.0]}, 5, base="b")["a"]["median_s"] == 2.5   # even count: mean of the middle two
+    calls = []
+    times, out = m.time_interleaved({"A": lambda: calls.append("A") or 1, "B": lambda: calls.append("B") or 2}, 2)
+    assert calls == ["A", "B"] * 3 and out == {"A": 1, "B": 2} and [len(v) for v in times.values()] == [2, 2]   # warm-up + A B A B
+    assert m.paper_ratio() == 95 and m.PAPER_T6["RDED"] == (1, 60.5) and m.PAPER_T6["DPS (Ours)"] == (95, 61.8)
+    import torch
+    from ddrepro.data import ImageSet, class_map
+    real = ImageSet(class_map("fashion_mnist"), torch.tensor([0, 3, 1, 2, 0, 9]), torch.zeros(6, 3, 4, 4, dtype=torch.uint8))
+    sub = m.first_classes(real, 2)
+    assert len(sub.class_map) == 2 and sub.labels.tolist() == [0, 1, 0] and sub.class_map.prompt_names == real.class_map.prompt_names[:2]
+    assert m.first_classes(real, None) is real and m.first_classes(real, 10) is real
+
+
+def test_patchsel_speed_bad_arguments_fail_before_loading_anything():
+    with pytest.raises(ConfigError, match="--per-class 5 < --ipc 10"): _pspeed().main(["--per-class", "5"])
+    with pytest.raises(ConfigError, match="--repeats 0"): _pspeed().main(["--repeats", "0"])
+
+
+def test_patchsel_speed_smoke_run(tmp_path):
+    df = _pspeed().main(["--smoke", "--threads", "1", "--out", str(tmp_path)])
+    assert list(df.columns) == ["part", "method", "quantity", "value", "unit"]
+    v = df.set_index(["part", "method", "quantity"])["value"]
+    assert v["stage I", "check", "max_abs_diff_one_vs_two"] < 1e-5 < v["stage I", "check", "max_abs_R"]   # the same maps, not all zero
+    assert v["stage I", "check", "identical_prompts_max_abs_R"] == 0                                    # the paired estimator
+    one, two = "one batch (both prompts)", "two forwards"
+    assert v["stage I", one, "speedup_vs_two_forwards"] == pytest.approx(v["stage I", two, "median_s"] / v["stage I", one, "median_s"])
+    for m in ("DPS", "RDED"):
+        assert v["distill", m, "real_per_class"] == 2 and v["distill", m, "distilled_images"] == 10 and v["distill", m, "s_per_image"] > 0
+    assert v["distill", "DPS", "split_matches_run"] == 1 and v["distill", "DPS", "stage1_s_class0"] > 0
+    assert v["distill", "DPS", "x_rded"] == pytest.approx(v["distill", "DPS", "s_per_image"] / v["distill", "RDED", "s_per_image"])
+    assert v["paper Table 6", "DPS (Ours)", "x_rded"] == 95
+    md = (tmp_path / "speed.md").read_text()
+    assert md.startswith("### DPS vs RDED speed (embedded)") and "× 95" in md and "IPC 100" in md
+    assert all((tmp_path / f).exists() for f in ("speed.csv", "speed.md", "record.json"))
