@@ -19,6 +19,7 @@ from .core import ConfigError, DataError, atomic_write, derive_seed, progress
 from .data import read_image, save_image, to_uint8
 from .diffusion import denoising_error, eval_mode, unet_features
 from .dsco import latent_tsne
+from .evaluate import random_real_subset
 from .rded import stitch
 from .selection import Selection, embed_images, write_selection
 
@@ -27,8 +28,8 @@ __all__ = ['SCORE_SIGNS', 'ASSEMBLIES', 'CLUSTER_FEATURES', 'EMBEDDED', 'forward
            'score_from_relevance', 'stratified_timesteps', 'loss_difference_maps', 'window_scores', 'best_window',
            'resize_short_side', 'crop_box', 'dift_features', 'cluster_candidates', 'rank_candidates', 'patch_quota',
            'select_patches', 'assembly_for', 'patches_per_image', 'assemble', 'DPSConfig', 'class_states',
-           'stage1_candidates', 'stage2_rank', 'dps_select', 'dps_distill', 'ranking_code_version', 'sign_check',
-           'make_canvases', 'box_iou', 'localisation', 'candidate_patch', 'cluster_rows', 'plot_clusters',
+           'stage1_candidates', 'stage2_rank', 'dps_select', 'native_images', 'dps_distill', 'ranking_code_version',
+           'sign_check', 'make_canvases', 'box_iou', 'localisation', 'candidate_patch', 'cluster_rows', 'plot_clusters',
            'plot_set_tsne', 'write_distilled']
 
 # %% ../nbs/14_patchsel.ipynb #c7c10d2f
@@ -426,6 +427,11 @@ def dps_select(scores, ranking: dict, ipc: int, assembly: str, cfg: DPSConfig) -
     return select_patches(scores, ranking["order"], ranking["members"], need, quota, cfg.n_top)
 
 # %% ../nbs/14_patchsel.ipynb #ea0f98ee
+def native_images(real, idx) -> list[torch.Tensor]:
+    "The real images at positions `idx` at their stored size (in memory, or decoded from their files), a list of (3, H, W)."
+    sub = real.subset(np.asarray(idx, dtype=np.int64))
+    return list(sub.images) if sub.images is not None else [read_image(f) for f in sub.files]
+
 def _class_draw(labels: np.ndarray, c: int, per_class: int | None, seed: int) -> np.ndarray:
     pool = np.nonzero(labels == c)[0]
     if per_class is None or len(pool) <= per_class: return pool
@@ -443,7 +449,7 @@ def dps_distill(real, backbone, scheduler, cfg: DPSConfig, prompt_names: Sequenc
     y = np.asarray(real.labels, dtype=np.int64)
     C = len(cm)
     draws = [_class_draw(y, c, cfg.per_class, cfg.seed) for c in range(C)]
-    first = real.subset(draws[0][:1]).load().images[0] if real.images is not None else read_image(real.files[draws[0][0]])
+    first = native_images(real, draws[0][:1])[0]
     assembly = cfg.assembly_for(int(max(first.shape[-2:])))
     need = cfg.ipc * patches_per_image(assembly, cfg.factor)
     short = [(c, len(d)) for c, d in enumerate(draws) if len(d) < need]
@@ -457,9 +463,7 @@ def dps_distill(real, backbone, scheduler, cfg: DPSConfig, prompt_names: Sequenc
     rows, out = [], []
     for c in progress(range(C), desc="DPS", total=C, unit="class"):
         if c not in rankings:
-            sub = real.subset(draws[c])
-            imgs = list(sub.images) if sub.images is not None else [read_image(f) for f in sub.files]   # native sizes
-            cand = stage1_candidates(imgs, np.full(len(imgs), c), backbone.unet, backbone.vae, scheduler, cond,
+            cand = stage1_candidates(native_images(real, draws[c]), np.full(len(draws[c]), c), backbone.unet, backbone.vae, scheduler, cond,
                                      null, cfg, ids=draws[c].tolist(), mode="whole" if assembly == "whole" else "patch")
             rk = stage2_rank(cand["patches"], cand["score"], backbone.unet, backbone.vae, scheduler, cond[c:c + 1], cfg,
                              ids=draws[c].tolist(), image_encoder=image_encoder)
@@ -577,8 +581,7 @@ def plot_clusters(table, real, label: int, class_name: str = "", short_side: int
             ax = axes[r, c]; ax.set_xticks([]); ax.set_yticks([])
             if c >= len(idx): ax.axis("off"); continue
             i = idx[c]
-            img = real.subset([int(src[i])]).load().images[0] if real.images is not None else read_image(real.files[int(src[i])])
-            ax.imshow(candidate_patch(img, table["top"][i], table["left"][i], table["size"][i], short_side).permute(1, 2, 0).numpy())
+            ax.imshow(candidate_patch(native_images(real, [src[i]])[0], table["top"][i], table["left"][i], table["size"][i], short_side).permute(1, 2, 0).numpy())
             ax.set_title(f"s={score[i]:.3g}", fontsize=6)
             if c == 0: ax.set_ylabel(f"cluster {r + 1}", fontsize=7)
     fig.suptitle(f"{class_name or f'class {label}'}: the {per_cluster} candidates closest to the centroid in each of the "
@@ -586,20 +589,17 @@ def plot_clusters(table, real, label: int, class_name: str = "", short_side: int
     fig.tight_layout()
     return fig
 
-def plot_set_tsne(sets: dict, real, teacher, per_class: int = 50, seed: int = 0, class_names: Sequence[str] | None = None):
+def plot_set_tsne(sets: dict, real, teacher, per_class: int = 50, seed: int = 0):
     """Fig. 10: the teacher's penultimate features (`teacher.features`) of every ImageSet in `sets` {name: set} and of
-    `per_class` random real images per class, one joint t-SNE (`dsco.latent_tsne`), a panel per set coloured by class
+    `per_class` random real images per class (`evaluate.random_real_subset`), one joint t-SNE (`dsco.latent_tsne`), a panel per set coloured by class
     over the real images (grey) → matplotlib Figure."""
     import matplotlib.pyplot as plt
     if not hasattr(teacher, "features"): raise ConfigError("plot_set_tsne: the teacher needs a features(x) method (penultimate features)")
-    y = np.asarray(real.labels)
-    pick = np.concatenate([np.random.default_rng(derive_seed(seed, "patchsel.tsne", c)).permutation(np.nonzero(y == c)[0])[:per_class]
-                           for c in np.unique(y)])
     def feats(images):
         dev = next(teacher.parameters()).device
         with torch.no_grad(), eval_mode(teacher):
             return torch.cat([teacher.features(_to01(images[i:i + 500]).to(dev)).float().cpu() for i in range(0, len(images), 500)])
-    ref = real.subset(pick).load()
+    ref = random_real_subset(real, per_class, seed)
     emb = latent_tsne({k: feats(s.images) for k, s in sets.items()}, feats(ref.images), seed=seed)
     cmap = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, len(sets), figsize=(3.4 * len(sets), 3.5), squeeze=False, sharex=True, sharey=True)
@@ -609,7 +609,7 @@ def plot_set_tsne(sets: dict, real, teacher, per_class: int = 50, seed: int = 0,
         ax.scatter(xy[:, 0], xy[:, 1], s=14, c=[cmap(int(v) % 10) for v in lab], edgecolors="black", linewidths=0.3)
         ax.set_title(f"{name} ({len(lab)} images)", fontsize=9); ax.set_xlabel("t-SNE 1")
     axes[0, 0].set_ylabel("t-SNE 2")
-    fig.suptitle(f"Joint t-SNE of the teacher's penultimate features: each set coloured by class over {len(pick)} real "
+    fig.suptitle(f"Joint t-SNE of the teacher's penultimate features: each set coloured by class over {len(ref)} real "
                  f"images (grey; perplexity {emb.perplexity:g}, seed {seed})", fontsize=9)
     fig.tight_layout()
     return fig

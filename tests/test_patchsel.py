@@ -120,7 +120,14 @@ def test_default_sign_on_the_embedded_zoo():
     assert pos["mean_rho"] < 0, pos
 
 
-def test_ranking_code_version_is_a_stable_digest():
-    from ddrepro.patchsel import ranking_code_version
-    v = ranking_code_version()
-    assert len(v) == 16 and int(v, 16) >= 0 and v == ranking_code_version()
+def test_ranking_code_version_follows_the_stage_code(monkeypatch):
+    "The cache key's code digest is stable, and changes when a function Stages I-II run is replaced."
+    import ddrepro.patchsel as ps
+    v = ps.ranking_code_version()
+    assert len(v) == 16 and int(v, 16) >= 0 and v == ps.ranking_code_version()
+    def loss_difference_maps(*a, **k): return None             # another Stage I implementation
+    monkeypatch.setattr(ps, "loss_difference_maps", loss_difference_maps)
+    assert ps.ranking_code_version() != v
+    monkeypatch.undo()
+    monkeypatch.setattr(ps, "plot_clusters", lambda *a, **k: None)   # a figure function is not part of the key
+    assert ps.ranking_code_version() == v

@@ -64,7 +64,7 @@ def test_parameters_cell_and_params_file_match_the_config(Config):
     params = _parameters()
     defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 for f in dataclasses.fields(Config)}
-    assert set(params) - {"batch_size"} <= set(defaults)
+    assert set(params) == set(defaults) - {"method"}
     wrong = {k: (params[k], defaults[k]) for k in params if k in defaults and params[k] != defaults[k]}
     assert not wrong, wrong
     from ddrepro.core import load_yaml
