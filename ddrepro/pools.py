@@ -102,7 +102,9 @@ class DiTGenerator:
 class TextGenerator:
     """Text-conditional UNet generator: one prompt per class (`prompts[label]`) or per item (payload `prompt`),
     txt2img, or img2img from per-item init latents / images (payload `init_latents` / `init_images`, at `strength`).
-    Payload entries `unet.<name>` (B, …) are per-item UNet keyword arguments (unCLIP: `unet.class_labels`)."""
+    Payload entries `unet.<name>` (B, …) are per-item UNet keyword arguments (unCLIP: `unet.class_labels`).
+    `encode_pair(prompts, negative) -> (states, negative_states)`, when given, replaces `encode` for both CFG branches
+    at once (long prompts embedded in windows, whose length the prompt and negative prompt must share: VLCP)."""
     unet: Any
     vae: Any
     encode: Callable
@@ -118,6 +120,7 @@ class TextGenerator:
     name: str = "unet"
     assets: dict = field(default_factory=dict)
     strength: float = 1.0
+    encode_pair: Callable | None = None
 
     def prompts_for(self, items: Items) -> list[str]:
         "Each item's prompt: payload `prompt` when given, else its class prompt."
@@ -130,8 +133,12 @@ class TextGenerator:
         p = items.payload
         dev = next(self.unet.parameters()).device
         with torch.no_grad():
-            states = self.encode(self.prompts_for(items)).to(dev)
-            neg = self.encode([self.negative_prompt]).to(dev) if self.cfg_scale is not None else None
+            if self.encode_pair is not None:
+                states, neg = self.encode_pair(self.prompts_for(items), self.negative_prompt)
+                states, neg = states.to(dev), (neg.to(dev) if self.cfg_scale is not None else None)
+            else:
+                states = self.encode(self.prompts_for(items)).to(dev)
+                neg = self.encode([self.negative_prompt]).to(dev) if self.cfg_scale is not None else None
         kw = {k.split(".", 1)[1]: v for k, v in p.items() if k.startswith("unet.")}
         # unCLIP's unconditional branch is the empty prompt AND zero image conditioning (StableUnCLIPImg2ImgPipeline)
         ukw = {k: torch.zeros_like(v) if k == "class_labels" else v for k, v in kw.items()}
@@ -149,6 +156,7 @@ class TextGenerator:
         return dict(generator=self.name, kind="text", num_steps=self.num_steps, cfg_scale=self.cfg_scale,
                     sampler=self.sampler, eta=self.eta, negative_prompt=self.negative_prompt,
                     prompts=list(self.prompts), scheduler_config=dict(self.scheduler_config or {}), strength=self.strength,
+                    encode_pair=hook_identity(self.encode_pair),
                     guidance=hook_identity(self.guidance), noise=hook_identity(self.noise))
 
 # %% ../nbs/07_pools.ipynb #f6c8f23a

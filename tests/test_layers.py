@@ -8,7 +8,7 @@ from pathlib import Path
 import ddrepro
 
 LAYERS = ["core", "data", "llm", "diffusion", "students", "describe", "zoo", "backbones", "minimax", "pools", "selection",
-          "evaluate", "sas", "dsco", "concord", "rded", "patchsel", "reports"]
+          "evaluate", "sas", "dsco", "concord", "rded", "patchsel", "d4m", "vlcp", "reports"]
 PKG = Path(ddrepro.__file__).parent
 
 

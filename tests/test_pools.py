@@ -192,6 +192,23 @@ def test_per_item_prompts_and_init_latents(tmp_path):
         make_pool(tg, cm, 2, 0, tmp_path / "q", device="cpu", payload=lambda c, k: {"prompt": "x"} if k else {}, classes=[3])
 
 
+def test_encode_pair_replaces_encode_for_both_branches():
+    "A pair encoder (VLCP's long prompts) gives the prompt and negative states together; the sampler gets exactly those."
+    from ddrepro.diffusion import random_unet
+    from ddrepro.pools import TextGenerator
+    calls = []
+    def pair(prompts, negative):
+        calls.append((list(prompts), negative))
+        L = 3 + max(len(p) for p in prompts) % 4                  # a length the two branches share, not the single encoder's
+        return (torch.stack([torch.full((L, 16), float(len(p)) / 10) for p in prompts]), torch.zeros(len(prompts), L, 16))
+    single = lambda prompts: (_ for _ in ()).throw(AssertionError("encode must not be called when encode_pair is set"))
+    tg = TextGenerator(random_unet(sample_size=8, cross_attention_dim=16), random_vae(), single, ["a shirt"] * 10,
+                       num_steps=3, cfg_scale=2.0, negative_prompt="cartoon", encode_pair=pair, name="pair")
+    a = tg.generate([3, 4], [1, 2], payload={"prompt": ["a shirt", "a long grey woollen shirt"]})
+    assert calls == [(["a shirt", "a long grey woollen shirt"], "cartoon")] and a.shape == (2, 3, 16, 16)
+    assert tg.settings()["encode_pair"]["name"].endswith("pair")
+
+
 def test_class_batches_and_payload_in_the_resume_key(tmp_path):
     cm = class_map("fashion_mnist")
     seen = []
