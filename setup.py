@@ -28,7 +28,7 @@ setup(
     package_dir={"": "."},                                # a flat layout: the editable install is a plain .pth path
     packages=find_namespace_packages(include=["ddrepro", "ddrepro.*"], exclude=["*.__pycache__"]),
     include_package_data=True,
-    package_data={"ddrepro.assets.classes": ["*.tsv"], "ddrepro.assets.zoo": ["*.json", "*.safetensors"]},
+    package_data={"ddrepro.assets.classes": ["*.tsv"], "ddrepro.assets.stopwords": ["*.txt"], "ddrepro.assets.zoo": ["*.json", "*.safetensors"]},
     install_requires=_reqs("requirements"),
     extras_require={"dev": _reqs("dev_requirements"), "hub": _reqs("hub_requirements")},
     entry_points={

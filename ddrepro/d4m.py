@@ -27,8 +27,8 @@ from .selection import selection_from_indices, write_selection
 __all__ = ['LATENT_MODES', 'KMEANS', 'SD15_SCHEDULER', 'STRENGTH_MATCH', 'D4M_NEGATIVE_PROMPT', 'resize_square',
            'prototype_latents', 'lof_inliers', 'kmeans_prototypes', 'ClassPrototypes', 'class_prototypes',
            'save_prototypes', 'load_prototypes', 'img2img_start', 'sd_img2img_start', 'match_strength',
-           'PrototypePayload', 'prototype_payload', 'synthesize', 'D4MConfig', 'strength_record', 'd4m_distill',
-           'centre_separation', 'nearest_centre_distance', 'lof_effect', 'plot_lof']
+           'PrototypePayload', 'prototype_payload', 'synthesize', 'D4MConfig', 'strength_record', 'resize_pool',
+           'd4m_distill', 'centre_separation', 'nearest_centre_distance', 'lof_effect', 'plot_lof']
 
 # %% ../nbs/15_d4m.ipynb #333e4a7e
 def _pos_int(name: str, v, what: str) -> int:
@@ -365,6 +365,7 @@ class D4MConfig:
     negative_prompt: str = D4M_NEGATIVE_PROMPT   # the unconditional branch's prompt
     batch_size: int = 16                         # images per img2img batch
     latent_batch_size: int = 64                  # images per VAE encode
+    out_size: int | None = None                  # side the synthetic images are saved at (PIL bicubic, the authors'); None = the decoder's
 
     def __post_init__(self): self.check()
 
@@ -380,6 +381,7 @@ class D4MConfig:
         if self.kmeans not in KMEANS: raise ConfigError(f"kmeans={self.kmeans!r}: expected one of {KMEANS}")
         if self.latent_mode not in LATENT_MODES: raise ConfigError(f"latent_mode={self.latent_mode!r}: expected one of {LATENT_MODES}")
         if self.prototype_size is not None: _pos_int("prototype_size", self.prototype_size, "side images are resized to, or None")
+        if self.out_size is not None: _pos_int("out_size", self.out_size, "side the synthetic images are saved at, or None")
         if not isinstance(self.prompt_template, str) or "{}" not in self.prompt_template:
             raise ConfigError(f"prompt_template={self.prompt_template!r}: expected a string with a '{{}}' for the class name")
         if isinstance(self.guidance, bool) or not isinstance(self.guidance, numbers.Real) or self.guidance < 1:
@@ -403,6 +405,21 @@ def strength_record(cfg: D4MConfig, scheduler) -> dict:
             else img2img_start(scheduler, cfg.num_steps, cfg.strength))
     return dict(requested=float(cfg.strength), used=used["strength"], t_start=used["t_start"], alpha_bar=used["alpha_bar"],
                 kept_steps=used["kept_steps"], match=cfg.strength_match, reference=ref)
+
+def resize_pool(pool: ImageSet, out_dir, size: int) -> ImageSet:
+    """The images of `pool` (files) resized to `size`×`size` with PIL's bicubic filter (the authors' `Image.resize`),
+    written atomically under `out_dir` with the same layout (kept when already there) → an `ImageSet` of the copies."""
+    from PIL import Image
+    _pos_int("size", size, "side of the saved images")
+    out, files = Path(out_dir), []
+    for f in pool.files:
+        dst = out / Path(f).parent.name / Path(f).name
+        if not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with Image.open(f) as im, atomic_write(dst, "wb", encoding=None) as fh:
+                im.convert("RGB").resize((size, size), Image.BICUBIC).save(fh, format="PNG")
+        files.append(str(dst))
+    return ImageSet(pool.class_map, pool.labels, None, files, dict(pool.source, resized=size))
 
 def d4m_distill(images, labels, class_map: ClassMap, backbone, cfg: D4MConfig, out_dir, *, device: str = "auto",
                 prototypes: Sequence[ClassPrototypes] | None = None, prompts: Mapping[int, Sequence[str]] | None = None,
@@ -440,6 +457,8 @@ def d4m_distill(images, labels, class_map: ClassMap, backbone, cfg: D4MConfig, o
     rec = synthesize(gen, prototypes, class_map, out / "pool", prompts=prompts, seed=cfg.seed, batch_size=cfg.batch_size,
                      device=device)
     pool = pool_image_set(out / "pool", class_map, cfg.ipc)
+    if cfg.out_size is not None:                     # the authors' PIL resize of the decoded image (e.g. 512 → 256)
+        pool = resize_pool(pool, out / f"pool_{cfg.out_size}px", cfg.out_size)
     by = {p.class_id: p for p in prototypes}
     k = np.tile(np.arange(cfg.ipc), len(class_map))
     size = np.concatenate([by[c].cluster_sizes() for c in range(len(class_map))])

@@ -4,6 +4,7 @@ SD-1.5 img2img start (t = 701 / 36 PNDM steps at strength 0.7), strength matchin
 img2img synthesis on tiny random models (image k = prototype k, resume), the config checks and a tiny end-to-end run."""
 from pathlib import Path
 
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -166,6 +167,10 @@ def test_d4m_distill_end_to_end(tmp_path):
     assert torch.equal(a, read_image(Path(res["distilled"]) / "b" / "1.png"))
     with pytest.raises(DataError, match="cfg.ipc=3"):
         d4m_distill(images, labels, CM3, bb, D4MConfig(ipc=3, num_steps=8), tmp_path / "x", device="cpu", prototypes=P)
+    # out_size: the distilled images are the pool's, resized (PIL bicubic) to the saved size; the pool keeps the decoder's
+    res5 = d4m_distill(images, labels, CM3, bb, dataclasses.replace(cfg, out_size=5), tmp_path / "s", device="cpu", prototypes=P)
+    assert read_image(Path(res5["distilled"]) / "b" / "1.png").shape == (3, 5, 5)
+    assert read_image(Path(res5["pool"]) / "b" / "1.png").shape == a.shape
 
 
 @pytest.mark.parametrize("bad,msg", [(dict(ipc=0), "ipc=0"), (dict(contamination=0.6), "contamination=0.6"),
@@ -173,7 +178,7 @@ def test_d4m_distill_end_to_end(tmp_path):
                                      (dict(strength_match="sigma"), "strength_match='sigma'"), (dict(guidance=0), "guidance=0"),
                                      (dict(prompt_template="photo"), "prompt_template='photo'"),
                                      (dict(latent_mode="argmax"), "latent_mode='argmax'"), (dict(n_neighbors=-1), "n_neighbors=-1"),
-                                     (dict(prototype_size=-4), "prototype_size=-4"), (dict(num_steps=1, strength=0.5), "keeps no step")])
+                                     (dict(prototype_size=-4), "prototype_size=-4"), (dict(out_size=0), "out_size=0"), (dict(num_steps=1, strength=0.5), "keeps no step")])
 def test_bad_config_values_raise(bad, msg):
     with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace("[", r"\[")):
         D4MConfig(**bad)
