@@ -672,6 +672,14 @@ GALLERY_STUDIES = {      # figures/ prefix → what it is, how it is regenerated
         title="The zoo's second generation: attribute prompts to the attribute-aware UNet, unCLIP-style variations of test images",
         reproduces="none (the embedded models CONCORD, VLCP and patch selection use)", scale="embedded",
         command="papermill nbs/04_zoo.ipynb out.ipynb -p retrain_described True", provenance="zoo_described_record.json"),
+    "patchsel_embedded_speed": dict(
+        title="Patch selection cost: Stage I one batch vs two forwards, seconds per distilled image of DPS beside RDED",
+        reproduces="DPS supp. Table 6 (total hours, DPS beside RDED)", scale="embedded",
+        command="python benchmarks/patchsel_speed.py --figures", provenance="patchsel_embedded_speed_record.json"),
+    "vlcp_embedded_speed": dict(
+        title="VLCP and D4M cost: seconds per distilled image beside plain DiT sampling, and the time of each VLCP stage",
+        reproduces="none (the VLCP supplementary prints no timings)", scale="embedded",
+        command="python benchmarks/vlcp_speed.py --figures", provenance="vlcp_embedded_speed_record.json"),
 }
 _PAPER_ITEM = re.compile(r"^(\w+) ((?:Tables?|Figs?\.) [\d, and]*\d)")
 

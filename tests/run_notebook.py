@@ -1,11 +1,13 @@
 """Helpers shared by the run-notebook tests (test_run_*.py): a notebook's code cells, the config class from its own
-config cell (executed alone, as the notebook runs it), its papermill parameters cell, and a papermill call."""
+config cell (executed alone, as the notebook runs it), its papermill parameters cell, a papermill call, and the parameters a papermill command line injects (the grid tests)."""
 import ast
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPERMILL = [str(Path(sys.executable).parent / "papermill")]
@@ -37,3 +39,28 @@ def papermill(nb: Path, tmp_path: Path, *args, timeout: int = 900) -> subprocess
     env = dict(os.environ, DDREPRO_PROGRESS="0", HF_HUB_OFFLINE="1")
     return subprocess.run(PAPERMILL + [str(nb), str(tmp_path / "out.ipynb"), "--cwd", str(ROOT), *args],
                           capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def papermill_params(cmd: list[str]) -> dict:
+    "The parameters papermill injects for `papermill_command(...)`: -f files, then -y values, then -p values (its CLI order)."
+    from papermill.cli import _resolve_type
+    from papermill.iorw import NoDatesSafeLoader, read_yaml_file
+    args, files, yamls, ps, i = cmd[5:], [], [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a == "-f": files.append(args[i + 1]); i += 2
+        elif a == "-y": yamls.append(args[i + 1]); i += 2
+        elif a == "-p": ps.append((args[i + 1], args[i + 2])); i += 3
+        elif a == "--cwd": i += 2
+        else: raise AssertionError(f"unexpected papermill argument {a!r}")
+    params = {}
+    for f in files: params.update(read_yaml_file(f) or {})
+    for y in yamls: params.update(yaml.load(y, Loader=NoDatesSafeLoader) or {})
+    for k, v in ps: params[k] = _resolve_type(v)
+    return params
+
+
+def typed(v):
+    if isinstance(v, dict): return {k: typed(x) for k, x in sorted(v.items())}
+    if isinstance(v, (list, tuple)): return [typed(x) for x in v]
+    return (type(v).__name__, v)

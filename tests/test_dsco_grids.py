@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from run_notebook import papermill_params, typed
+
 from ddrepro.core import AssetError, DataError, config_from_namespace, load_yaml, project_root
 from ddrepro.dsco import DOPED_SETS, NOPT_METHODS, DsCoConfig, NOptConfig, SET_NAMES
 from ddrepro.evaluate import eval_config, hard_epochs
@@ -255,36 +257,13 @@ def test_the_recipe_options_exist_in_the_evaluator():
 # ------------------------------------------------------------------------------------------------- through papermill
 
 
-def _papermill_params(cmd: list[str]) -> dict:
-    "The parameters papermill injects for `papermill_command(...)`: -f files, then -y values, then -p values (its CLI order)."
-    from papermill.cli import _resolve_type
-    from papermill.iorw import NoDatesSafeLoader, read_yaml_file
-    args, files, yamls, ps, i = cmd[5:], [], [], [], 0
-    while i < len(args):
-        a = args[i]
-        if a == "-f": files.append(args[i + 1]); i += 2
-        elif a == "-y": yamls.append(args[i + 1]); i += 2
-        elif a == "-p": ps.append((args[i + 1], args[i + 2])); i += 3
-        elif a == "--cwd": i += 2
-        else: raise AssertionError(f"unexpected papermill argument {a!r}")
-    params = {}
-    for f in files: params.update(read_yaml_file(f) or {})
-    for y in yamls: params.update(yaml.load(y, Loader=NoDatesSafeLoader) or {})
-    for k, v in ps: params[k] = _resolve_type(v)
-    return params
-
-
-def _typed(v):
-    if isinstance(v, dict): return {k: _typed(x) for k, x in sorted(v.items())}
-    if isinstance(v, (list, tuple)): return [_typed(x) for x in v]
-    return (type(v).__name__, v)
 
 
 def _round_trip(spec, cell):
     out = str(cell_dir(spec, cell, OUT))
-    via = config_from_namespace(DsCoConfig, _papermill_params(papermill_command(spec, cell, cell_dir(spec, cell, OUT))))
+    via = config_from_namespace(DsCoConfig, papermill_params(papermill_command(spec, cell, cell_dir(spec, cell, OUT))))
     direct = config_from_namespace(DsCoConfig, {**cell_run_params(spec, cell), "out_dir": out})
-    return _typed(dataclasses.asdict(via)), _typed(dataclasses.asdict(direct))
+    return typed(dataclasses.asdict(via)), typed(dataclasses.asdict(direct))
 
 
 @pytest.mark.parametrize("spec", PAPER_SCALE, ids=lambda s: s.name)

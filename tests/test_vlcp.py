@@ -414,3 +414,45 @@ def test_finetune_accumulation_no_ema_and_bad_input(tiny_models, clip_bb):
 def replace_epochs(cfg, epochs):
     import dataclasses
     return dataclasses.replace(cfg, epochs=epochs)
+
+
+# ------------------------------------------------------------------------------------- the composition (VLCP on D4M)
+
+
+def test_cluster_text_prototypes_replace_an_empty_one_and_log_it():
+    from ddrepro.d4m import ClassPrototypes
+    from ddrepro.vlcp import cluster_text_prototypes, load_stopwords
+    texts = ["A dark, striped shirt.", "A dark, striped shirt with long sleeves.", "A shirt.", "A shirt."]
+    # cluster 1's members say nothing beyond the class name and generic words: nothing scores, the first member is used
+    cp = ClassPrototypes(0, torch.zeros(2, 4, 2, 2), np.array([0, 0, 1, 1]), np.ones(4, bool), np.array([10, 11, 12, 13]), "shirt")
+    texts_by_index = {10: texts[0], 11: texts[1], 12: texts[2], 13: texts[3]}
+    all_texts = [texts_by_index.get(i, "") for i in range(14)]
+    logs = []
+    tp = cluster_text_prototypes([cp], all_texts, ["shirt"], load_stopwords(), beta=0.9, top_k=30, log=logs.append)
+    rows = tp[0]
+    assert rows[0]["prompt"] == texts[1] and rows[0]["source"] == 11 and not rows[0]["replaced"]
+    assert rows[1]["prompt"] == "A shirt." and rows[1]["source"] == 12 and rows[1]["replaced"]
+    assert len(logs) == 1 and "class 0 (shirt)" in logs[0] and "cluster 1" in logs[0]
+
+
+def test_long_prompt_encoder_pads_to_whole_windows_on_the_zoo_only(clip_bb):
+    from ddrepro.vlcp import LongPromptEncoder
+    te = tiny_text_encoder(max_length=8, dim=16)
+    zoo_like = LongPromptEncoder(TextBackbone(None, None, te))
+    assert zoo_like.pad_to_window and not LongPromptEncoder(clip_bb).pad_to_window
+    s, n = zoo_like(["a shirt", "a long grey woollen shirt with long sleeves and a wide cut"], "")
+    assert s.shape[1] % 8 == 0 and s.shape[1] > 8 and n.shape == s.shape              # two windows, shared by both branches
+    short, _ = zoo_like(["a shirt"], "")
+    torch.testing.assert_close(short, te.encode(["a shirt"]))                          # one window = the plain encoder
+
+
+def test_method_config_resolution_order():
+    from ddrepro.vlcp import VLCPConfig, method_config
+    base = dict(ipc=10, seed=1, contamination=None, beta=None, guidance=None, kmeans=None, method_overrides={})
+    v = method_config("vlcp", "imagenette", False, base)
+    assert isinstance(v, VLCPConfig) and (v.contamination, v.beta, v.out_size, v.seed) == (0.01, 0.7, 256, 1)   # supp. Table 4
+    assert method_config("vlcp", "imagenette", False, dict(base, contamination=0.1)).contamination == 0.1        # the script's
+    d = method_config("d4m", "imagenette", False, dict(base, contamination=0.1, method_overrides={"n_init": 3}), primary=False)
+    assert (d.contamination, d.n_init, d.seed) == (0.0, 10, 1)          # a baseline: shared inputs only, no overrides
+    with pytest.raises(ConfigError, match="Tiny-ImageNet"):
+        method_config("vlcp", "tiny_imagenet", False, base)

@@ -19,6 +19,7 @@ from ddrepro.evaluate import EvalConfig, eval_config, hard_epochs, rded_batch_si
 from ddrepro.pools import pool_sources
 from ddrepro.reports import cell_dir, cell_run_params, match_key, papermill_command, table_cells, table_specs
 from ddrepro.students import STUDENTS
+from run_notebook import papermill_params, typed
 
 FILES = [s for s in table_specs() if s.name.startswith("vlcp/")]
 PAPER_SCALE = [s for s in FILES if "/embedded/" not in s.name]
@@ -230,38 +231,15 @@ def test_every_cell_evaluates_with_the_papers_protocol(tab):
 # ------------------------------------------------------------------------------------------------- through papermill
 
 
-def _papermill_params(cmd: list[str]) -> dict:
-    "The parameters papermill injects for `papermill_command(...)`: -f files, then -y values, then -p values (its CLI order)."
-    from papermill.cli import _resolve_type
-    from papermill.iorw import NoDatesSafeLoader, read_yaml_file
-    args, files, yamls, ps, i = cmd[5:], [], [], [], 0
-    while i < len(args):
-        a = args[i]
-        if a == "-f": files.append(args[i + 1]); i += 2
-        elif a == "-y": yamls.append(args[i + 1]); i += 2
-        elif a == "-p": ps.append((args[i + 1], args[i + 2])); i += 3
-        elif a == "--cwd": i += 2
-        else: raise AssertionError(f"unexpected papermill argument {a!r}")
-    params = {}
-    for f in files: params.update(read_yaml_file(f) or {})
-    for y in yamls: params.update(yaml.load(y, Loader=NoDatesSafeLoader) or {})
-    for k, v in ps: params[k] = _resolve_type(v)
-    return params
-
-
-def _typed(v):
-    if isinstance(v, dict): return {k: _typed(x) for k, x in sorted(v.items())}
-    if isinstance(v, (list, tuple)): return [_typed(x) for x in v]
-    return (type(v).__name__, v)
 
 
 @pytest.mark.parametrize("tab", PAPER_SCALE, ids=lambda s: s.name)
 def test_papermill_hands_the_notebook_the_values_of_the_file(tab):
     "Every -f / -p / -y value arrives with its type (contamination 0.0 a float, baselines [] a list, paths strings)."
     for cell, p in _cells(tab):
-        via = _papermill_params(papermill_command(tab, cell, cell_dir(tab, cell, OUT)))
+        via = papermill_params(papermill_command(tab, cell, cell_dir(tab, cell, OUT)))
         via.pop("table", None)                       # the -f file's table: section (the config cell ignores it)
-        assert _typed(via) == _typed(p), f"{tab.name} {cell}"
+        assert typed(via) == typed(p), f"{tab.name} {cell}"
 
 
 def _notebook_config():
