@@ -41,6 +41,7 @@ def Config():
     (dict(method_overrides={"tempo": 1}), r"method_overrides \['tempo'\]: not fields of VLCPConfig"),
     (dict(val_split="fastai"), r"val_split='fastai': expected 'auto' for fashion_mnist"),
     (dict(synth_batch_size=0), r"synth_batch_size=0: expected an integer ≥ 1"),
+    (dict(dataset="imagenette", backbone="sd-1.5", per_class=None), r"describer='zoo': expected 'llava-1.5-7b'"),
 ])
 def test_bad_parameters_fail_in_milliseconds_naming_them(Config, params, match):
     t0 = time.perf_counter()

@@ -345,3 +345,36 @@ def test_a_drawn_table_shows_the_papers_numbers_beside_ours(tmp_path):
     assert list(hit["n"]) == ["3"]                                   # the three seeds' records
     printed = _csv("vlcp_imagenette_imageidc.csv")["method"].isin(RUN_METHODS).sum()
     assert (~sbs["paper"].isin(["", "–"])).sum() == printed == len(sbs) == 30
+
+
+def test_the_run_notebook_stops_in_its_preflight_naming_the_describer(tmp_path):
+    "An ImageNette cell through run_vlcp itself: data folders present, no weights cached → the preflight names LLaVA's id."
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    import torch
+    from ddrepro.data import IMAGENET_VAL_PER_CLASS, save_image_set
+    spec = next(s for s in PAPER_SCALE if s.name == "vlcp/imagenette_imageidc")
+    cell = next(c for c in table_cells(spec) if c["dataset"] == "imagenette" and c["method"] == "vlcp" and c["ipc"] == 10)
+    root = tmp_path / "imagenet"
+    cm = class_map("imagenette")
+    for split, n in (("train", 10), ("val", IMAGENET_VAL_PER_CLASS)):          # the folder layout, no real image
+        y = torch.arange(len(cm)).repeat_interleave(n)
+        save_image_set(torch.zeros(len(y), 3, 8, 8, dtype=torch.uint8), y, root / split, cm)
+    out = tmp_path / "run"
+    out.mkdir()
+    cmd = papermill_command(spec, cell, out)
+    cmd = [str(Path(sys.executable).parent / "papermill"), *cmd[3:], "-p", "data_root", str(root)]
+    env = {k: v for k, v in os.environ.items() if k != "DDREPRO_DATA"}
+    env.update(HF_HUB_OFFLINE="1", DDREPRO_PROGRESS="0", HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch"))
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=project_root())
+    assert r.returncode != 0
+    assert "AssetError" in r.stdout + r.stderr and "llava-hf/llava-1.5-7b-hf" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    rec = json.loads((out / "record.json").read_text())
+    assert list(rec["stages"]) == ["preflight"] and rec["stages"]["preflight"]["status"].startswith("failed: AssetError")
+    assert rec["params"]["backbone"] == "sd-1.5" and rec["params"]["finetune"] == "paper"
+    assert time.perf_counter() - t0 < 120                    # kernel start + imports; the preflight itself is seconds
