@@ -58,7 +58,8 @@ def test_each_method_gets_its_own_defaults_and_the_run_values_go_to_its_method(C
     assert (v.ipc, v.seed, v.strength) == (d.ipc, d.seed, d.strength)                   # ... and shares the prototype inputs
     c = Config(method="d4m", baselines=["random_real"], out_dir=UNUSED)
     assert list(c.methods) == ["d4m"] and c.methods["d4m"].guidance == 8.0
-    paper = Config(dataset="imageidc", backbone="sd-1.5", per_class=None, baselines=["random_real"], out_dir=UNUSED).methods["vlcp"]
+    paper = Config(dataset="imageidc", backbone="sd-1.5", describer="llava-1.5-7b", per_class=None, baselines=["random_real"],
+                   out_dir=UNUSED).methods["vlcp"]
     assert (paper.contamination, paper.beta, paper.out_size, paper.finetune, paper.strength_match) == (0.1, 0.7, 256, "paper", "steps")
 
 
