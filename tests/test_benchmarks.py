@@ -276,3 +276,84 @@ def test_patchsel_speed_smoke_run(tmp_path):
     md = (tmp_path / "speed.md").read_text()
     assert md.startswith("### DPS vs RDED speed (embedded)") and "× 95" in md and "IPC 100" in md
     assert all((tmp_path / f).exists() for f in ("speed.csv", "speed.md", "record.json"))
+
+
+# ---------------------------------------------------------------- D4M and VLCP speed beside plain DiT sampling
+def _vspeed():
+    return _bench("vlcp_speed")
+
+
+def test_vlcp_speed_arithmetic_by_hand():
+    m = _vspeed()
+    stages = {"VLCP": {"descriptions": 1.0, "finetune": 6.0, "synthesis": 3.0}, "D4M": {"latents": 1.0, "synthesis": 4.0}}
+    s = m.per_image(stages, dit_s=2.0, n_images=10)
+    assert list(s) == ["VLCP", "D4M", "DiT"]
+    assert s["VLCP"]["seconds"] == 10.0 and s["VLCP"]["s_per_image"] == 1.0 and s["VLCP"]["x_dit"] == pytest.approx(5.0)
+    assert s["D4M"]["s_per_image"] == 0.5 and s["D4M"]["x_dit"] == pytest.approx(2.5)
+    assert s["DiT"] == dict(seconds=2.0, images=10, s_per_image=0.2, x_dit=1.0, share={})
+    assert s["VLCP"]["share"] == {"descriptions": 10.0, "finetune": 60.0, "synthesis": 30.0}
+    assert s["D4M"]["share"] == {"latents": 20.0, "synthesis": 80.0}
+    ft = m.finetune_rate(call_s=6.0, loop_s=5.0, steps=50, preset_steps=250)
+    assert ft["s_per_step"] == pytest.approx(0.1) and ft["setup_s"] == pytest.approx(1.0)
+    assert ft["preset_estimate_s"] == pytest.approx(26.0)                        # 1 s setup + 250 × 0.1 s
+    assert m.finetune_rate(1.0, 1.004, 2, 4)["setup_s"] == 0.0                  # the loop's rounded wall can pass the call's
+    full = m.with_preset_finetune(s, stages["VLCP"], ft)
+    assert full["seconds"] == pytest.approx(30.0) and full["s_per_image"] == pytest.approx(3.0) and full["x_dit"] == pytest.approx(15.0)
+
+
+def test_vlcp_speed_tables_by_hand():
+    m = _vspeed()
+    stages = {"VLCP": {"finetune": 3.0, "synthesis": 1.0}, "D4M": {"synthesis": 1.0}}
+    s = m.per_image(stages, 0.5, 2)
+    full = dict(seconds=5.0, images=2, s_per_image=2.5, x_dit=10.0)
+    t = m.stage_table(stages, s)
+    assert t.loc[("VLCP", "fine-tune"), "share %"] == 75.0 and t.loc[("VLCP", "**total**"), "s"] == 4.0
+    assert t.loc[("D4M", "synthesis (img2img)"), "share %"] == 100.0
+    i = m.image_table(s, full)
+    assert list(i.index) == ["VLCP", "D4M", "VLCP (full fine-tune preset, est.)", "DiT"]
+    assert i.loc["VLCP", "× DiT"] == 8.0 and i.loc["D4M", "s / image"] == 0.5 and i.loc["DiT", "× DiT"] == 1.0
+    ft = m.finetune_rate(3.0, 2.0, 4, 8)
+    df = m.long_rows(dict(classes=1, ipc=2), stages, s, ft, full, {("DiT", "unet_steps"): (50, "steps")})
+    assert list(df.columns) == ["part", "method", "quantity", "value", "unit"]
+    v = df.set_index(["part", "method", "quantity"])["value"]
+    assert v["stage", "VLCP", "finetune_s"] == 3.0 and v["share", "VLCP", "finetune_share"] == 75.0
+    assert v["per image", "VLCP", "s_per_image"] == 2.0 and v["per image", "DiT", "x_dit"] == 1.0
+    assert v["fine-tune", "VLCP", "s_per_step"] == 0.5 and v["fine-tune", "VLCP", "preset_estimate_s"] == 5.0
+    assert v["per image", "VLCP (full fine-tune preset, est.)", "x_dit"] == 10.0 and v["detail", "DiT", "unet_steps"] == 50
+
+
+def test_vlcp_speed_refuses_bad_arguments_and_dirty_figures(monkeypatch):
+    m = _vspeed()
+    with pytest.raises(ConfigError, match="--per-class 5 < --ipc 10"): m.main(["--per-class", "5"])
+    with pytest.raises(ConfigError, match="LOF"): m.main(["--per-class", "10", "--ipc", "2"])
+    with pytest.raises(ConfigError, match="--finetune-steps 0"): m.main(["--finetune-steps", "0"])
+    assert m.figures_refusal(dict(sha="abc", dirty=False)) is None
+    assert "uncommitted" in m.figures_refusal(dict(sha="abc", dirty=True)) and "not a git" in m.figures_refusal(dict(sha=None))
+    import ddrepro.core
+    monkeypatch.setattr(ddrepro.core, "git_info", lambda *a, **k: dict(sha="abc", dirty=True, figures_dirty=False))
+    with pytest.raises(ConfigError, match="one clean commit"): m.main(["--smoke", "--figures"])   # before anything is timed
+
+
+@pytest.mark.slow
+def test_vlcp_speed_smoke_run(tmp_path):
+    df = _vspeed().main(["--smoke", "--threads", "1", "--out", str(tmp_path)])
+    assert list(df.columns) == ["part", "method", "quantity", "value", "unit"]
+    assert set(df.part) == {"setup", "stage", "share", "fine-tune", "per image", "detail"}
+    assert (df.value > 0).all(), df[df.value <= 0]
+    v = df.set_index(["part", "method", "quantity"])["value"]
+    n = v["setup", "all", "distilled_images"]
+    assert n == 2 * 2 and v["setup", "all", "real_images"] == 2 * 12                 # smoke: 2 classes × IPC 2, 12 real per class
+    stages = {"VLCP": ("descriptions", "finetune", "latents", "lof_kmeans", "text_prototypes", "synthesis"),
+              "D4M": ("latents", "minibatch_kmeans", "synthesis")}
+    for m, ks in stages.items():
+        assert set(df[(df.part == "stage") & (df.method == m)].quantity) == {f"{k}_s" for k in ks}
+        tot = sum(v["stage", m, f"{k}_s"] for k in ks)
+        assert v["per image", m, "seconds"] == pytest.approx(tot) and v["per image", m, "s_per_image"] == pytest.approx(tot / n)
+        assert v["per image", m, "x_dit"] == pytest.approx(v["per image", m, "s_per_image"] / v["per image", "DiT", "s_per_image"])
+        assert sum(v["share", m, f"{k}_share"] for k in ks) == pytest.approx(100)
+    assert v["per image", "DiT", "images"] == n and v["fine-tune", "VLCP", "steps"] == 2
+    assert v["fine-tune", "VLCP", "s_per_step"] == pytest.approx(v["fine-tune", "VLCP", "loop_s"] / 2)
+    md = (tmp_path / "speed.md").read_text()
+    assert md.startswith("### D4M and VLCP speed (embedded)") and "No paper numbers" in md and "s/step" in md
+    assert "the two latents stages compute the same latents" in md                        # D4M's and VLCP's draws agree
+    assert all((tmp_path / f).exists() for f in ("speed.csv", "speed.md", "record.json"))

@@ -128,3 +128,21 @@ def test_run_vlcp_embedded_smoke_and_resume(tmp_path):
     assert rec2["stages"]["finetune"].get("resumed") is True
     assert all(rec2["stages"][m]["generated"] == 0 for m in ("vlcp", "vlcp_no_text", "d4m"))      # the pools resume
     assert [r["finals"] for r in rec2["results"]["rows"]] == [r["finals"] for r in rec["results"]["rows"]]
+
+
+@pytest.mark.slow
+def test_run_vlcp_as_d4m(tmp_path):
+    "`-p method d4m`: D4M alone (no descriptions, no fine-tune), beside random real images."
+    from ddrepro.data import class_map, load_distilled
+    out = tmp_path / "d4m"
+    r = papermill(NB, tmp_path, "-p", "method", "d4m", "-p", "ipc", "2", "-p", "per_class", "20", "-p", "repeats", "1",
+                  "-p", "eval_workers", "1", "-p", "figures", "False", "-y", "eval_overrides: {epochs: 1}\nbaselines: [random_real]",
+                  "-p", "out_dir", str(out))
+    assert r.returncode == 0, r.stderr[-4000:]
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["status"] == "complete" and "d4m" in rec["stages"]
+    assert not {"descriptions", "finetune", "vlcp"} & set(rec["stages"])
+    assert load_distilled(out / "d4m" / "distilled", class_map("fashion_mnist"), 2, exact=True).images.shape == (20, 3, 32, 32)
+    d4m = json.loads((out / "d4m" / "d4m.json").read_text())["config"]
+    assert (d4m["kmeans"], d4m["contamination"], d4m["guidance"]) == ("minibatch", 0.0, 8.0)
+    assert [r["set"] for r in rec["results"]["rows"]] == ["D4M", "random real"]
