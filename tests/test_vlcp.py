@@ -456,3 +456,45 @@ def test_method_config_resolution_order():
     assert (d.contamination, d.n_init, d.seed) == (0.0, 10, 1)          # a baseline: shared inputs only, no overrides
     with pytest.raises(ConfigError, match="Tiny-ImageNet"):
         method_config("vlcp", "tiny_imagenet", False, base)
+
+
+# ------------------------------------------------------------------------------------- paper scale (hub weights, a GPU)
+
+
+@pytest.mark.hub
+@pytest.mark.gpu
+def test_hub_llava_describes_an_image():
+    "LLaVA-1.5-7B (llava-hf) from the HF cache (or downloaded): one description of a real image, in the paper's prompt."
+    from ddrepro.data import load_fashion_mnist
+    from ddrepro.vlcp import LlavaDescriber
+    te = load_fashion_mnist("test")
+    d = LlavaDescriber(download=True, device="cuda", max_new_tokens=64)
+    (text,) = d.describe(te.images[:1], te.labels[:1], list(te.class_map.prompt_names))
+    assert isinstance(text, str) and len(text.split()) > 5 and '"' not in text
+
+
+@pytest.mark.hub
+@pytest.mark.gpu
+def test_hub_sd15_prototype_img2img_with_a_long_prompt():
+    "SD-1.5 from the hub: a 130-token text prototype through the windowed CLIP encoder, img2img from two prototypes."
+    from ddrepro.backbones import load_text_backbone
+    from ddrepro.d4m import ClassPrototypes, D4MConfig, prototype_latents, strength_record, synthesize
+    from ddrepro.data import class_map
+    from ddrepro.diffusion import make_scheduler
+    from ddrepro.pools import TextGenerator
+    from ddrepro.vlcp import LongPromptEncoder, prompt_token_counts
+    import tempfile
+    bb = load_text_backbone("sd-1.5", download=True, device="cuda", dtype=torch.float16)
+    long = " ".join(["The tench in the image is a small, brown fish with a long, slender body."] * 8)
+    assert prompt_token_counts(bb, [long])[0] > 77
+    x = torch.rand(2, 3, 512, 512)
+    lat = prototype_latents(bb.vae, x, None, [0, 1], "sample")
+    cm = class_map("imagenette")
+    protos = [ClassPrototypes(0, lat.float(), np.array([0, 1]), np.ones(2, bool), np.arange(2), "tench")]
+    cfg = D4MConfig(ipc=2, guidance=10.0, strength_match="steps")
+    st = strength_record(cfg, make_scheduler("ddim", bb.scheduler_config))
+    gen = TextGenerator(bb.unet, bb.vae, bb.encode, prompts=cm.prompts("{}"), negative_prompt="cartoon, anime, painting",
+                        cfg_scale=10.0, scheduler_config=bb.scheduler_config, strength=st["used"], encode_pair=LongPromptEncoder(bb))
+    with tempfile.TemporaryDirectory() as d:
+        rec = synthesize(gen, protos, cm, d, prompts={0: [long, "A tench."]}, batch_size=1, device="cuda")
+        assert rec.stages["generate"]["images"] == 2
