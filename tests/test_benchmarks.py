@@ -357,3 +357,90 @@ def test_vlcp_speed_smoke_run(tmp_path):
     assert md.startswith("### D4M and VLCP speed (embedded)") and "No paper numbers" in md and "s/step" in md
     assert "the two latents stages compute the same latents" in md                        # D4M's and VLCP's draws agree
     assert all((tmp_path / f).exists() for f in ("speed.csv", "speed.md", "record.json"))
+
+
+# ---------------------------------------------------------------- CONCORD generation cost (supp. Table 10)
+def _ccost():
+    return _bench("concord_cost")
+
+
+def _crow(base, mode, s, peak=100.0, over=10.0):
+    return dict(base=base, mode=mode, method=_ccost().method_name(base, mode), s_per_image=s, images=2, load_s=1.0,
+                prep_s=0.5, synth_s=2 * s, peak_mb=peak, loaded_mb=peak - over, peak_over_loaded_mb=over,
+                guided_calls=4 if mode == "concord" else 0, tau=0.04 if mode == "concord" else None, device="cpu")
+
+
+def test_concord_cost_paper_ratios_are_table10s():
+    m = _ccost()
+    assert m.PAPER_T10 == {"Minimax": 2.1, "Minimax^c": 4.3, "unCLIP": 9.7, "unCLIP^c": 20.8}
+    assert m.paper_ratio("minimax") == 4.3 / 2.1 and m.paper_ratio("unclip") == 20.8 / 9.7
+    assert m.paper_ratio("dit") is None                                  # Table 10 has no DiT column
+    assert 2.0 < m.paper_ratio("minimax") < 2.1 and 2.1 < m.paper_ratio("unclip") < 2.2   # "about 2×"
+
+
+def test_concord_cost_ratios_and_tables_by_hand():
+    m = _ccost()
+    rows = [_crow("minimax", "base", 0.5), _crow("minimax", "concord", 2.0, 300.0, 50.0),
+            _crow("dit", "base", 0.25), _crow("dit", "concord", 0.75)]
+    s = m.summarise(rows)
+    assert list(s) == ["minimax", "dit"]
+    assert s["minimax"] == dict(base_s=0.5, concord_s=2.0, ratio=4.0, paper_ratio=4.3 / 2.1)
+    assert s["dit"]["ratio"] == 3.0 and s["dit"]["paper_ratio"] is None
+    with pytest.raises(ValueError, match="both a base and a concord"): m.summarise(rows[:1])
+    t = m.table(rows)
+    assert list(t.index) == ["Minimax", "DiT"]
+    assert t.loc["Minimax", "^c ÷ base"] == 4.0 and t.loc["Minimax", "paper ^c ÷ base (Table 10)"] == 2.05
+    assert t.loc["Minimax", "paper s / image, base → ^c"] == "2.1 → 4.3" and t.loc["DiT", "paper s / image, base → ^c"] == "—"
+    assert t.loc["Minimax", "peak MB ^c"] == 300 and t.loc["Minimax", "peak − loaded MB ^c"] == 50 and t.loc["DiT", "s / image ^c"] == 0.75
+    long = m.long_rows(rows)
+    assert list(long.columns) == ["base", "method", "quantity", "value", "unit", "source"]
+    v = long.set_index(["source", "method", "quantity"])["value"]
+    assert v["measured", "Minimax^c", "ratio_to_base"] == 4.0 and v["measured", "DiT^c", "ratio_to_base"] == 3.0
+    assert v["measured", "Minimax^c", "peak_mb"] == 300 and v["measured", "DiT", "s_per_image"] == 0.25
+    assert v["paper Table 10", "Minimax^c", "s_per_image"] == 4.3 and v["paper Table 10", "Minimax", "s_per_image"] == 2.1
+    assert v["paper Table 10", "Minimax^c", "ratio_to_base"] == pytest.approx(4.3 / 2.1)
+    assert not (long.source == "paper Table 10").any() or set(long[long.source == "paper Table 10"].base) == {"minimax"}
+    a = __import__("argparse").Namespace(classes=1, ipc=2, batch_size=1, steps=50, encoder="zoo-attr", lam=1.0, n_neg=5,
+                                         minimax_steps=1500, minimax_per_class=1000, threads=1)
+    md = m.markdown(rows, a, m.run_settings())
+    assert md.startswith("### CONCORD generation cost, embedded") and "| Minimax | 0.5 | 2.0 | 4.0 | 2.05 |" in md
+    assert "| DiT | 0.25 | 0.75 | 3.0 | — | — |" in md and "τ = 0.0400" in md and "× 2.14" in md
+
+
+def test_concord_cost_bad_arguments_fail_before_loading_anything(monkeypatch):
+    m = _ccost()
+    def boom(*a, **k): raise AssertionError("a worker or a model was started")
+    monkeypatch.setattr(m.subprocess, "run", boom)
+    import ddrepro.minimax
+    monkeypatch.setattr(ddrepro.minimax, "zoo_minimax", boom)
+    for argv, msg in ((["--bases", "minimax,sd"], "--bases 'minimax,sd'"), (["--bases", "dit,dit"], "distinct"),
+                      (["--ipc", "0"], "--ipc 0: expected an integer ≥ 1"), (["--steps", "1"], "--steps 1"),
+                      (["--batch-size", "0"], "--batch-size 0"), (["--classes", "11"], "has 10 classes"),
+                      (["--n-neg", "10"], "--n-neg 10: expected 0..9"), (["--lam", "nan"], "--lam nan"),
+                      (["--encoder", "nope"], "--encoder"), (["--device", "tpu"], "--device 'tpu'"),
+                      (["--worker", "dit:guided"], "--worker 'dit:guided'")):
+        with pytest.raises(ConfigError, match=__import__("re").escape(msg)): m.main(argv)
+    import ddrepro.core
+    monkeypatch.setattr(ddrepro.core, "git_info", lambda *a, **k: dict(sha="abc", dirty=True, figures_dirty=False))
+    with pytest.raises(ConfigError, match="one clean commit"): m.main(["--smoke", "--figures"])   # before anything is timed
+
+
+@pytest.mark.slow
+def test_concord_cost_smoke_run(tmp_path):
+    m = _ccost()
+    df = m.main(["--smoke", "--threads", "1", "--out", str(tmp_path)])
+    assert list(df.columns) == ["base", "method", "quantity", "value", "unit", "source"]
+    meas = df[df.source == "measured"]
+    assert set(meas.method) == {"Minimax", "Minimax^c", "DiT", "DiT^c", "unCLIP stand-in", "unCLIP stand-in^c"}
+    v = meas.set_index(["method", "quantity"])["value"]
+    for b, name in m.BASES.items():
+        for meth in (name, name + "^c"):
+            assert v[meth, "images"] == 1 and v[meth, "s_per_image"] > 0 and v[meth, "synth_s"] > 0 and v[meth, "peak_mb"] > 0
+            assert v[meth, "peak_over_loaded_mb"] >= 0
+        assert v[name + "^c", "ratio_to_base"] == pytest.approx(v[name + "^c", "s_per_image"] / v[name, "s_per_image"])
+        assert v[name + "^c", "guided_calls"] == 3 and v[name, "guided_calls"] == 0          # every step of the timed image guided
+    paper = df[df.source == "paper Table 10"].set_index(["method", "quantity"])["value"]
+    assert paper["Minimax^c", "ratio_to_base"] == pytest.approx(4.3 / 2.1) and paper["unCLIP", "s_per_image"] == 9.7
+    md = (tmp_path / "cost.md").read_text()
+    assert md.startswith("### CONCORD generation cost, embedded") and "| unCLIP stand-in |" in md
+    assert all((tmp_path / f).exists() for f in ("cost.csv", "cost.md", "record.json"))
