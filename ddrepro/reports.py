@@ -680,6 +680,10 @@ GALLERY_STUDIES = {      # figures/ prefix → what it is, how it is regenerated
         title="VLCP and D4M cost: seconds per distilled image beside plain DiT sampling, and the time of each VLCP stage",
         reproduces="none (the VLCP supplementary prints no timings)", scale="embedded",
         command="python benchmarks/vlcp_speed.py --figures", provenance="vlcp_embedded_speed_record.json"),
+    "concord_embedded_cost": dict(
+        title="CONCORD cost: seconds per image and peak memory with and without the concept guidance, for each base",
+        reproduces="CONCORD Table 10 (its ratios printed beside)", scale="embedded",
+        command="python benchmarks/concord_cost.py --figures", provenance="concord_embedded_cost_record.json"),
 }
 _PAPER_ITEM = re.compile(r"^(\w+) ((?:Tables?|Figs?\.) [\d, and]*\d)")
 
