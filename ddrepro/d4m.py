@@ -28,7 +28,7 @@ __all__ = ['LATENT_MODES', 'KMEANS', 'SD15_SCHEDULER', 'STRENGTH_MATCH', 'D4M_NE
            'prototype_latents', 'lof_inliers', 'kmeans_prototypes', 'ClassPrototypes', 'class_prototypes',
            'save_prototypes', 'load_prototypes', 'img2img_start', 'sd_img2img_start', 'match_strength',
            'PrototypePayload', 'prototype_payload', 'synthesize', 'D4MConfig', 'strength_record', 'resize_pool',
-           'd4m_distill', 'centre_separation', 'nearest_centre_distance', 'lof_effect', 'plot_lof']
+           'cfg_prototypes', 'd4m_distill', 'centre_separation', 'nearest_centre_distance', 'lof_effect', 'plot_lof']
 
 # %% ../nbs/15_d4m.ipynb #333e4a7e
 def _pos_int(name: str, v, what: str) -> int:
@@ -421,6 +421,15 @@ def resize_pool(pool: ImageSet, out_dir, size: int) -> ImageSet:
         files.append(str(dst))
     return ImageSet(pool.class_map, pool.labels, None, files, dict(pool.source, resized=size))
 
+def cfg_prototypes(vae, images, labels, class_map: ClassMap, cfg: D4MConfig) -> list[ClassPrototypes]:
+    """The prototypes `cfg` asks for (D4M §3.2; VLCP adds LOF through `cfg.contamination`): latents of every image
+    (`derive_seed(cfg.seed, 'd4m-latent', i)` for image i), then `class_prototypes` with the config's settings."""
+    seeds = [derive_seed(cfg.seed, "d4m-latent", i) for i in range(len(images))]
+    lat = prototype_latents(vae, images, cfg.prototype_size, seeds, cfg.latent_mode, cfg.latent_batch_size)
+    return class_prototypes(lat, labels, cfg.ipc, contamination=cfg.contamination, n_neighbors=cfg.n_neighbors,
+                            seed=cfg.seed, algorithm=cfg.kmeans, class_names=class_map.names, n_init=cfg.n_init,
+                            batch_size=cfg.km_expand * cfg.ipc)
+
 def d4m_distill(images, labels, class_map: ClassMap, backbone, cfg: D4MConfig, out_dir, *, device: str = "auto",
                 prototypes: Sequence[ClassPrototypes] | None = None, prompts: Mapping[int, Sequence[str]] | None = None,
                 encode_pair=None, name: str = "d4m") -> dict:
@@ -436,12 +445,7 @@ def d4m_distill(images, labels, class_map: ClassMap, backbone, cfg: D4MConfig, o
         images = images.load().images
     out, dev = Path(out_dir), pick_device(device)
     backbone.to(dev)
-    if prototypes is None:
-        seeds = [derive_seed(cfg.seed, "d4m-latent", i) for i in range(len(images))]
-        lat = prototype_latents(backbone.vae, images, cfg.prototype_size, seeds, cfg.latent_mode, cfg.latent_batch_size)
-        prototypes = class_prototypes(lat, labels, cfg.ipc, contamination=cfg.contamination, n_neighbors=cfg.n_neighbors,
-                                      seed=cfg.seed, algorithm=cfg.kmeans, class_names=class_map.names, n_init=cfg.n_init,
-                                      batch_size=cfg.km_expand * cfg.ipc)
+    if prototypes is None: prototypes = cfg_prototypes(backbone.vae, images, labels, class_map, cfg)
     prototypes = list(prototypes)
     wrong = [p.class_id for p in prototypes if p.k != cfg.ipc]
     if wrong: raise DataError(f"d4m_distill: class {wrong[0]} has {[p.k for p in prototypes if p.class_id == wrong[0]][0]} prototypes; cfg.ipc={cfg.ipc}")

@@ -30,7 +30,7 @@ from .describe import PROVENANCE, describe_records
 from .diffusion import ema_update, encode_latents, make_scheduler, unet_loss
 from .zoo import TextEncoder
 from .backbones import TextBackbone, hub_snapshot
-from .d4m import D4M_NEGATIVE_PROMPT, D4MConfig, class_prototypes, d4m_distill, prototype_latents
+from .d4m import D4M_NEGATIVE_PROMPT, D4MConfig, cfg_prototypes, d4m_distill
 
 # %% auto #0
 __all__ = ['DESCRIBE_PROMPT', 'DESCRIBE_PROMPT_CODE', 'PROMPT_VARIANTS', 'LLAVA_PAPER_ID', 'LLAVA_HF_ID', 'LLAVA_CHAT',
@@ -869,11 +869,12 @@ def cluster_text_prototypes(prototypes, texts: Sequence[str], class_names: Seque
 
 # %% ../nbs/16_vlcp.ipynb #281f4400
 def vlcp_distill(real: ImageSet, backbone, texts: Sequence[str], cfg: VLCPConfig, out_dir, *, device: str = "auto",
-                 stopwords=None, log: Callable = print) -> dict:
+                 stopwords=None, prototypes=None, log: Callable = print) -> dict:
     """VLCP (supp. §3-4) on the real images of `real` (an `ImageSet`) with one description each (`texts`, same order):
     latents → LOF → KMeans → text prototypes → img2img with `backbone` (a `backbones.TextBackbone`, its UNet the
     fine-tuned one) through `d4m.d4m_distill`. Writes `out_dir/text_prototypes.json` beside D4M's files → D4M's result
-    dict + `text_prototypes`, `prompts` (class id → prompts used), `lof` (outliers per class and their indices)."""
+    dict + `text_prototypes`, `prompts` (class id → prompts used), `lof` (outliers per class and their indices).
+    `prototypes`: ones made before with the same settings (the without-text ablation reuses VLCP's, not recomputed)."""
     if not isinstance(cfg, VLCPConfig): raise ConfigError(f"cfg={cfg!r}: expected a VLCPConfig")
     cfg.check()
     texts = list(texts)
@@ -881,11 +882,7 @@ def vlcp_distill(real: ImageSet, backbone, texts: Sequence[str], cfg: VLCPConfig
     cm, out, dev = real.class_map, Path(out_dir), pick_device(device)
     images = real.load().images
     backbone.to(dev)
-    seeds = [derive_seed(cfg.seed, "d4m-latent", i) for i in range(len(images))]     # d4m_distill's latent draws
-    lat = prototype_latents(backbone.vae, images, cfg.prototype_size, seeds, cfg.latent_mode, cfg.latent_batch_size)
-    protos = class_prototypes(lat, real.labels, cfg.ipc, contamination=cfg.contamination, n_neighbors=cfg.n_neighbors,
-                              seed=cfg.seed, algorithm=cfg.kmeans, class_names=cm.names, n_init=cfg.n_init,
-                              batch_size=cfg.km_expand * cfg.ipc)
+    protos = list(prototypes) if prototypes is not None else cfg_prototypes(backbone.vae, images, real.labels, cm, cfg)
     tp = cluster_text_prototypes(protos, texts, list(cm.prompt_names), stopwords or load_stopwords(), cfg.beta, cfg.top_k, log)
     prompts = {c: [r["prompt"] for r in rows] for c, rows in tp.items()} if cfg.text_prototype else None
     res = d4m_distill(images, real.labels, cm, backbone, cfg, out, device=device, prototypes=protos, prompts=prompts,
