@@ -441,8 +441,9 @@ def dps_distill(real, backbone, scheduler, cfg: DPSConfig, prompt_names: Sequenc
                 rankings: dict | None = None, image_encoder=None) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
     """DPS on the ImageSet `real` with `backbone` (unet, vae, encode(prompts)) → (images uint8 (C·IPC, 3, S, S),
     labels (C·IPC,), candidate table (dict of (n,) numpy columns), rankings {class: (candidate table slice, ranking)}).
-    Pass `rankings` from an earlier call to materialise another IPC without recomputing Stages I–II;
-    `image_encoder` (with `encode_image`) for `cluster_features='clip'`."""
+    Pass `rankings` from an earlier call to materialise another IPC without recomputing Stages I–II; a class whose
+    entry is (candidate table, None) reuses its Stage I candidates and recomputes Stage II only (a sweep of Stage II
+    settings such as `dift_t` or `n_clusters`). `image_encoder` (with `encode_image`) for `cluster_features='clip'`."""
     if not isinstance(cfg, DPSConfig): raise ConfigError(f"cfg={cfg!r}: expected a DPSConfig")
     cm = real.class_map
     names = list(prompt_names or getattr(cm, "prompt_names", None) or cm.names)
@@ -462,13 +463,14 @@ def dps_distill(real, backbone, scheduler, cfg: DPSConfig, prompt_names: Sequenc
     rankings = {} if rankings is None else rankings
     rows, out = [], []
     for c in progress(range(C), desc="DPS", total=C, unit="class"):
-        if c not in rankings:
+        cand, rk = rankings.get(c, (None, None))
+        if cand is None:
             cand = stage1_candidates(native_images(real, draws[c]), np.full(len(draws[c]), c), backbone.unet, backbone.vae, scheduler, cond,
                                      null, cfg, ids=draws[c].tolist(), mode="whole" if assembly == "whole" else "patch")
+        if rk is None:
             rk = stage2_rank(cand["patches"], cand["score"], backbone.unet, backbone.vae, scheduler, cond[c:c + 1], cfg,
                              ids=draws[c].tolist(), image_encoder=image_encoder)
-            rankings[c] = (cand, rk)
-        cand, rk = rankings[c]
+        rankings[c] = (cand, rk)
         sel = dps_select(cand["score"], rk, cfg.ipc, assembly, cfg)
         n = len(cand["score"])
         image, cell = np.full(n, -1, np.int64), np.full(n, -1, np.int64)

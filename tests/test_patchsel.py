@@ -51,6 +51,19 @@ def test_whole_mode_deterministic_and_ipc_independent_ranking():
     assert torch.equal(c[0], d[0])
 
 
+def test_stage_two_alone_from_stored_candidates():
+    "(candidates, None) per class recomputes Stage II only and equals a fresh run with the new Stage II settings."
+    real, bb = tiny_set(), TinyBackbone()
+    a = dps_distill(real, bb, SCH, DPSConfig(ipc=2, out_size=16, **TINY))
+    other = dict(TINY, n_clusters=2, dift_t=40)
+    stage1 = {c: (cand, None) for c, (cand, _) in a[3].items()}
+    b = dps_distill(real, bb, SCH, DPSConfig(ipc=2, out_size=16, **other), rankings=stage1)
+    fresh = dps_distill(real, bb, SCH, DPSConfig(ipc=2, out_size=16, **other))
+    assert torch.equal(b[0], fresh[0]) and np.array_equal(b[2]["cluster"], fresh[2]["cluster"])
+    assert b[2]["cluster"].max() == 1 and a[2]["cluster"].max() == 2           # Stage II did run again, with M = 2
+    assert all(b[3][c][0] is a[3][c][0] for c in a[3])                          # the same Stage I candidates, reused
+
+
 def test_patch_mode_stitch_and_single():
     real, bb = tiny_set(n_per_class=8, size=24), TinyBackbone()
     st = dps_distill(real, bb, SCH, DPSConfig(ipc=2, assembly="stitch", window=16, stride=4, out_size=16, **TINY))

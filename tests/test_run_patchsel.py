@@ -136,3 +136,11 @@ def test_run_patchsel_embedded_smoke_and_resume(tmp_path):
     assert rec3["stages"]["dps"]["rankings_cached"] is True
     c1 = pd.read_csv(tmp_path / "run1" / "dps" / "candidates.csv")
     assert (c1.score.to_numpy() == cand.score.to_numpy()).all() and c1.is_selected.sum() == 10
+    # a Stage II setting changed (M = 3): Stage I's candidates come from its cache, Stage II runs again
+    r = _papermill(tmp_path, *SMOKE, "-p", "ipc", "1", "-p", "n_clusters", "3", "-y", "methods: [dps]", "-p", "out_dir",
+                   str(tmp_path / "run2"))
+    assert r.returncode == 0, r.stderr[-4000:]
+    st4 = json.loads((tmp_path / "run2" / "record.json").read_text())["stages"]["dps"]
+    assert st4["stage1_cached"] is True           # (its Stage II may be cached too by an earlier run of this test)
+    c2 = pd.read_csv(tmp_path / "run2" / "dps" / "candidates.csv")
+    assert (c2.score.to_numpy() == cand.score.to_numpy()).all() and c2.cluster.max() == 2
