@@ -422,7 +422,7 @@ def _readable_index(index: pd.Index, cited: set = frozenset()) -> pd.Index:
         lab = [display_value(n, v) for n, v in d.items()]
         if "selector" in d and "method" in d and d["selector"] == "" and d["method"] not in POOLS:
             lab[names.index("selector")] = ""                  # real-data columns have no selector
-        if t in cited: lab[0] += " — cited from the SAS paper, not run"
+        if t in cited: lab[0] += " — cited from the paper, not run"
         new.append(tuple(lab))
     axes = [AXIS_NAMES.get(n, n) for n in names]
     return pd.MultiIndex.from_tuples(new, names=axes) if len(names) > 1 else pd.Index([x[0] for x in new], name=axes[0])

@@ -124,10 +124,10 @@ def test_table1_draws_named_columns_cites_idc_and_counts_a_shared_evaluation_onc
         rec.finish()
     t = draw_table(spec, tmp_path / "runs", out=tmp_path / "fig")
     cols = [" / ".join(x for x in c if x) for c in t.columns]
-    assert cols == ["Random (real images)", "IDC [21] — cited from the SAS paper, not run", "DiT / K-Center on the pool",
+    assert cols == ["Random (real images)", "IDC [21] — cited from the paper, not run", "DiT / K-Center on the pool",
                     "DiT / SAS", "Minimax / K-Center on the pool", "Minimax / SAS", "Full dataset (all real training images)"]
     row = t.loc[("IPC 10", "ResNetAP-10")]
-    assert row["IDC [21] — cited from the SAS paper, not run"].iloc[0] == "37.3 ± 0.4"
+    assert row["IDC [21] — cited from the paper, not run"].iloc[0] == "37.3 ± 0.4"
     assert row["Random (real images)"].iloc[0] == "28.0 ± 0.8"      # the random-real set of both cells counted once, std of its runs
     md = (tmp_path / "fig" / "t1.md").read_text()
     assert "with training seeds 0, 1, 2" in md and "not run here" in md
