@@ -15,7 +15,7 @@ iterations. So the curve crosses both knobs. For every point, one run, the same 
   accuracy on the images, and the within-class angular spread.
 
 Rows: DiT† (no optimisation, randn z_T: the baseline), LHS z_T without optimisation (the authors' initial noise alone,
-spec ambiguity 7), and NOpt at each (iters, real_per_class); a random real subset of IPC per class is the reference.
+not in the paper), and NOpt at each (iters, real_per_class); a random real subset of IPC per class is the reference.
 Δ MMD² is paired per class against DiT†, ± its standard error over the classes.
 
 The rule, fixed before the run (`choose_preset`): among NOpt points, the cheapest (seconds per image) whose mean MMD²

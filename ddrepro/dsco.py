@@ -681,7 +681,7 @@ MODES, INITS = ("da", "df"), ("lhs", "randn")
 
 @dataclass
 class NOptConfig:
-    "Every NOpt option (§4.1, §5.1.3); defaults: the spec's recommendations, or the paper where part 1 chose it (see the table)."
+    "Every NOpt option (§4.1, §5.1.3); defaults: the authors' code, or the paper where part 1 chose it (see the table)."
     mode: str = "da"                       # "da": diffused real latents (Eq. 21); "df": template statistics (Eq. 28)
     iters: int = 200                       # SGD iterations per step; 0 = no optimisation (DiT†)
     lr: float = 0.1
@@ -842,7 +842,7 @@ def doping_order(conf) -> np.ndarray:
 
 def doping_count(budget: int, base_ipc: int, num_classes: int) -> int:
     """Real images a budget of `budget` images per class adds to a base set of `base_ipc` per class:
-    (budget − base_ipc) · num_classes (spec §3.9 step 5: B·C images in all, base·C of them synthetic)."""
+    (budget − base_ipc) · num_classes (B·C images in all, base·C of them synthetic)."""
     B, base, C = (_positive_int(n, v) for n, v in (("budget", budget), ("base_ipc", base_ipc), ("num_classes", num_classes)))
     if B < base:
         raise ConfigError(f"budget={B}: expected a doping budget ≥ the base IPC {base} (images per class of the synthetic "

@@ -122,7 +122,7 @@ def test_paper_scale_cells_synthesise_with_the_papers_models_and_settings(spec):
         assert set(cfg.modes) <= {"da", "df", "off"} and cfg.modes, cell
         if "da" in cfg.modes: assert cfg.real_per_class is None, cell                       # every real image
         nopt = NOptConfig(**cfg.nopt_overrides)
-        if "df" in cfg.modes: assert nopt.stats_scale == 16, cell                           # the code's K·L (spec §9 #8)
+        if "df" in cfg.modes: assert nopt.stats_scale == 16, cell                           # the code's K·L (Eq. 27 has none)
         weights = {k: getattr(nopt, k) for k in ("lam_align", "lam_stats", "lam_maxoc", "real_weight")}
         if spec.name not in ("dsco/table7", "dsco/table9", "dsco/table10", "dsco/table11"):
             assert weights == dict(lam_align=5e-4, lam_stats=1e-3, lam_maxoc=10.0, real_weight=1.0), cell
@@ -208,7 +208,7 @@ def _check_recipe(recipe, cfg, st, cell, ipc=None):
         assert (e.test_resize, e.eval_every, e.eval_after) == ("rded", 10, 0.6667), where
         if recipe == "E1":                           # AdamW 1e-3 × 50/64, wd 0.01 on every parameter
             assert (e.optimizer, e.lr, e.weight_decay, e.wd_all_params) == ("adamw", 1e-3 * 50 / 64, 0.01, True), where
-        else:                                        # spec §4.6: SGD 0.01 × 50/64, momentum 0.9, wd 1e-4
+        else:                                        # the authors' default_sgd: SGD 0.01 × 50/64, momentum 0.9, wd 1e-4
             assert (e.optimizer, e.lr, e.momentum, e.weight_decay) == ("sgd", 0.01 * 50 / 64, 0.9, 1e-4), where
         assert cfg.teacher is None, where
     elif recipe == "E2":                             # App. D.2: E1's models and augmentation + ResNet-18 soft labels

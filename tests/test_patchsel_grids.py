@@ -233,7 +233,7 @@ def test_the_table_axes_are_the_papers():
     for name in ("patchsel/table4", "patchsel/table8"):
         assert BY_NAME[name].grid == {"teacher": TEACHERS}
     assert BY_NAME["patchsel/table5"].grid["cluster_features"] == ["none", "clip", "dift"]
-    assert BY_NAME["patchsel/table5"].base["clip_encoder"] == "open_clip:ViT-L-14:openai"            # spec A17
+    assert BY_NAME["patchsel/table5"].base["clip_encoder"] == "open_clip:ViT-L-14:openai"            # the paper names no CLIP
     ranges = sorted((BY_NAME[n].base["t_lo"], hi) for n in TABLES if n.startswith("patchsel/table7")
                     for hi in BY_NAME[n].grid["t_hi"])
     printed = sorted((float(r["t_lo"]), float(r["t_hi"])) for r in _csv("patchsel_table7.csv").to_dict("records"))

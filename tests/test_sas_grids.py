@@ -55,8 +55,8 @@ def test_every_cell_resolves_to_its_column(spec):
         else:                                                # Table 3 "Diffusion [20]": the CIFAR-10 pixel DDPM
             assert (cfg.pool, cfg.dataset, src["weights"]) == ("ddpm", "cifar10", "cifar10-ddpm"), cell
         assert src["vae"] in (None, "sd-vae-ft-mse")                               # Minimax sample.py's decoder
-        assert cfg.encoder == "open_clip:ViT-B-32:openai"                           # CLIP ViT-B/32 (spec A1)
-        assert cfg.val_split == ("auto" if cfg.dataset == "cifar10" else "imagenet_val50"), cell   # spec A19
+        assert cfg.encoder == "open_clip:ViT-B-32:openai"                           # CLIP ViT-B/32, OpenAI weights
+        assert cfg.val_split == ("auto" if cfg.dataset == "cifar10" else "imagenet_val50"), cell   # ImageNet's 50 val images per class
         assert (cfg.protocol, cfg.preset, cfg.repeats) == ("hard", "paper", 3)
 
 
