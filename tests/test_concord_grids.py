@@ -36,7 +36,7 @@ KNOWN_PARAMS = {
     "bases", "lam", "tau", "objective", "n_neg", "neg_mode", "similar_range", "neg_pool", "grad_path", "keep", "concepts",
     "llm", "filter_real_per_class", "encoder", "num_steps", "cfg_scale", "dit_weights", "minimax_weights", "pool_vae",
     "minimax_steps", "minimax_per_class", "unclip", "unclip_cfg_scale", "unclip_noise_level", "unclip_templates",
-    "prompt_concepts", "batch_size", "threads", "out_size", "students", "protocol", "preset", "repeats", "teacher",
+    "positives", "prompt_concepts", "batch_size", "threads", "out_size", "students", "protocol", "preset", "repeats", "teacher",
     "teacher_arch", "train_batch_size", "eval_overrides", "eval_workers", "baselines", "diagnostics_teacher", "figures",
     "figure_classes",
 }

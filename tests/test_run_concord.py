@@ -46,6 +46,8 @@ def _papermill(tmp_path, *args, timeout=900):
     (dict(n_neg=-1), ConfigError, r"n_neg=-1: expected an integer 0..9"),
     (dict(concepts="/nonexistent/concepts.json"), DataError, r"concepts='/nonexistent/concepts.json': no concept file at /nonexistent/concepts.json"),
     (dict(tau=0), ConfigError, r"tau=0.0: expected None .* or a positive temperature"),
+    (dict(positives="names"), ConfigError, r"positives='names': expected one of \['concepts', 'class_name'\]"),
+    (dict(positives="class_name"), ConfigError, r"positives='class_name': expected 'concepts' unless objective is 'cosine'"),
     (dict(neg_mode="hardest"), ConfigError, r"neg_mode='hardest': expected one of \['random', 'similar', 'weighted'\]"),
     (dict(unclip="zoo-attr"), ConfigError, r"unclip='zoo-attr': expected an image-conditioned backbone"),
     (dict(encoder="clip-xxl"), ConfigError, r"encoder='clip-xxl'"),
