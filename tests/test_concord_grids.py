@@ -6,8 +6,8 @@ concepts, λ = 1, 5 positives, 10 weighted negatives, 50 DDIM steps, 3 runs) and
 without loading any data or weights, to the RDED protocol the paper follows (soft labels, 300 epochs, mini-batch =
 IPC). The paper-numbers CSVs are checked for format and for a cell behind every printed DiT / Minimax / unCLIP /
 CONCORD / real-image number we claim to run; the few that cannot run are listed (and the list is kept exact)."""
-import dataclasses
 import time
+from functools import partial
 
 import pandas as pd
 import pytest
@@ -16,16 +16,16 @@ from ddrepro.backbones import HUB
 from ddrepro.core import AssetError, ConfigError, DataError, config_from_namespace, project_root
 from ddrepro.data import DATASETS, check_val_split, class_map
 from ddrepro.evaluate import EvalConfig, eval_config
-from ddrepro.pools import pool_sources
-from ddrepro.reports import cell_dir, cell_run_params, match_key, papermill_command, table_cells, table_specs
+from ddrepro.reports import cell_dir, match_key, table_cells
 from ddrepro.students import STUDENTS
-from run_notebook import papermill_params, typed
+from grid_checks import (cell_params, cells, check_known_parameters, check_long_format_csv, check_paper_csv_link,
+                         check_papermill_values, check_pool_weights, check_run_parameters, check_stopped_in_preflight,
+                         fake_image_folders, method_specs, paper_csv, run_until_preflight)
 
-FILES = [s for s in table_specs() if s.name.startswith("concord/")]
-PAPER_SCALE = [s for s in FILES if "/embedded/" not in s.name]
-BY_NAME = {s.name: s for s in FILES}
+FILES, PAPER_SCALE, BY_NAME = method_specs("concord/")
 NB = project_root() / "nbs" / "run_concord.ipynb"
 OUT = "/tmp/ddrepro-concord-grid-test"
+_params, _cells = partial(cell_params, out_root=OUT), partial(cells, out_root=OUT)
 GPT4O = "openai:gpt-4o@https://api.openai.com/v1"
 GPT35 = "openai:gpt-3.5-turbo@https://api.openai.com/v1"
 
@@ -85,18 +85,6 @@ TEMPLATES = 28                                                          # supp. 
 SUBSETS = {"imagewoof", "imagenet100"}
 
 
-def _params(tab, cell) -> dict:
-    return {**cell_run_params(tab, cell), "out_dir": str(cell_dir(tab, cell, OUT))}
-
-
-def _cells(tab):
-    return [(cell, _params(tab, cell)) for cell in table_cells(tab)]
-
-
-def _csv(name) -> pd.DataFrame:
-    return pd.read_csv(project_root() / "params" / "paper" / name, dtype=str).fillna("")
-
-
 def _eval(p, student) -> EvalConfig:
     "The EvalConfig one evaluation of a cell trains `student` with (as evaluate_sets → evaluate_set builds it)."
     batch = {"ipc": p["ipc"], "rded": None}.get(p.get("train_batch_size", "ipc"), p.get("train_batch_size"))
@@ -144,12 +132,7 @@ def test_the_table_files_are_all_here():
     assert {s.name for s in PAPER_SCALE} == set(TABLES)
     assert all(s.notebook == "nbs/run_concord.ipynb" for s in FILES)
     for s in PAPER_SCALE:
-        csv = TABLES[s.name][0]
-        assert s.paper == (f"params/paper/{csv}" if csv else None), s.name
-        if s.paper:
-            assert (project_root() / s.paper).exists() and s.paper_match
-            assert set(s.paper_match) <= set(s.rows) | set(s.cols), f"{s.name}: paper_match keys must be table keys"
-        else:
+        if not check_paper_csv_link(s, TABLES[s.name][0]):
             assert s.plot and s.plot["x"] in s.rows, f"{s.name}: a swept figure without printed numbers is drawn as a plot"
     assert "food101" not in DATASETS and not [d for d in DATASETS if "food" in d]     # hence no Table 3 file
     here = {p.stem for p in (project_root() / "params" / "concord").glob("*.yaml")}
@@ -158,21 +141,13 @@ def test_the_table_files_are_all_here():
 
 
 def test_the_known_parameters_are_the_notebooks():
-    if not NB.exists(): pytest.skip("nbs/run_concord.ipynb is missing (the run notebook)")
-    from run_notebook import parameters
-    assert set(parameters(NB)) == KNOWN_PARAMS, f"update KNOWN_PARAMS: {sorted(set(parameters(NB)) ^ KNOWN_PARAMS)}"
+    check_known_parameters(NB, KNOWN_PARAMS)
 
 
 @pytest.mark.parametrize("tab", FILES, ids=lambda s: s.name)
 def test_every_parameter_is_a_run_parameter(tab):
     "No key of a CONCORD file (the embedded one too) is silently ignored by the notebook's config cell."
-    assert set(tab.base) <= KNOWN_PARAMS, f"{tab.name}: not run_concord parameters: {sorted(set(tab.base) - KNOWN_PARAMS)}"
-    assert set(tab.grid) <= KNOWN_PARAMS, tab.name
-    for rule in tab.cell_params:
-        assert set(rule["set"]) <= KNOWN_PARAMS and not set(rule["set"]) & set(tab.grid), tab.name
-    for cell, p in _cells(tab):
-        assert set(p) <= KNOWN_PARAMS, cell
-        assert set(p.get("eval_overrides", {})) <= {f.name for f in dataclasses.fields(EvalConfig)}, cell
+    check_run_parameters(tab, KNOWN_PARAMS, OUT)
 
 
 @pytest.mark.parametrize("tab", FILES, ids=lambda s: s.name)
@@ -231,14 +206,7 @@ def test_cells_generate_with_the_papers_models_and_settings(tab):
 def test_the_bases_sample_the_right_weights(tab):
     "DiT: the public DiT-XL/2; Minimax: a fine-tune of it on the cell's dataset (names only, nothing loaded)."
     for cell, p in _cells(tab):
-        for b in ("dit", "minimax"):
-            if b not in p["bases"]: continue
-            src = pool_sources(b, p["dataset"], p.get(f"{b}_weights"), p.get("pool_vae"), pool_param=f"{b}_weights")
-            if b == "dit":
-                assert (src["weights_kind"], src["weights"]) == ("hub", "DiT-XL-2-256"), cell
-            else:
-                assert src["weights_kind"] == "local" and f"/{p['dataset']}_DiT-XL-2-256" in f"/{src['weights']}", cell
-            assert src["vae"] == "sd-vae-ft-mse", cell                                   # Minimax sample.py's decoder
+        check_pool_weights(p, p["bases"], cell)
 
 
 def test_the_ablations_vary_only_what_their_tables_vary():
@@ -284,10 +252,7 @@ def test_every_cell_evaluates_with_the_papers_protocol(tab):
 @pytest.mark.parametrize("tab", PAPER_SCALE, ids=lambda s: s.name)
 def test_papermill_hands_the_notebook_the_values_of_the_file(tab):
     "Every -f / -p / -y value arrives with its type (tau 0.01 a float, neg_pool null None, the templates a list)."
-    for cell, p in _cells(tab):
-        via = papermill_params(papermill_command(tab, cell, cell_dir(tab, cell, OUT)))
-        via.pop("table", None)                       # the -f file's table: section (the config cell ignores it)
-        assert typed(via) == typed(p), f"{tab.name} {cell}"
+    check_papermill_values(tab, OUT)
 
 
 def _notebook_config():
@@ -349,26 +314,20 @@ def test_the_preflights_llm_probe_fails_fast_naming_the_endpoint_and_model(tmp_p
 
 @pytest.mark.parametrize("name", sorted(CSVS))
 def test_paper_csvs_are_long_format_with_one_line_per_printed_number(name):
-    raw = pd.read_csv(project_root() / "params" / "paper" / name, dtype=str)
-    assert list(raw.columns) == CSV_HEAD, name
-    p = raw.fillna("")
     table, source, datasets = CSVS[name]
-    assert set(p["table"]) == {table} and set(p["source"]) == {source} and set(p["dataset"]) == datasets, name
-    assert p["mean"].map(lambda v: 0 < float(v) < 100).all() and p["std"].map(lambda v: 0 <= float(v) < 10).all(), name
+    p = check_long_format_csv(name, CSV_HEAD, {table}, datasets, {source})
     assert set(p["method"]) <= RUN_METHODS | LITERATURE and set(p["model"]) <= set(STUDENTS), name
     assert set(p["selector"]) <= {"", "concord"} and (p.loc[p["objective"] != "", "selector"] == "concord").all(), name
     assert (p["ipc"] != "").all() or set(p.loc[p["ipc"] == "", "method"]) == {"full"}, name
-    keys = [c for c in CSV_HEAD if c not in ("table", "source", "mean", "std")]
-    assert not p.duplicated(keys).any(), f"{name}: two lines for one cell"
 
 
 def test_the_printed_counts():
     "One line per number the paper prints (Table 1: 72 cells less 10 '-'; Table 11: Full once per student)."
-    n = {name: len(_csv(name)) for name in CSVS}
+    n = {name: len(paper_csv(name)) for name in CSVS}
     assert n == {"concord_table1.csv": 62, "concord_table2.csv": 42, "concord_table3.csv": 9, "concord_table4.csv": 9,
                  "concord_table5.csv": 15, "concord_table6.csv": 18, "concord_table7.csv": 12, "concord_table8.csv": 4,
                  "concord_table9.csv": 6, "concord_table11.csv": 57}
-    t10 = pd.read_csv(project_root() / "params" / "paper" / "concord_table10.csv", dtype=str).fillna("")
+    t10 = paper_csv("concord_table10.csv")
     assert list(t10.columns) == ["table", "source", "method", "selector", "batch_size", "seconds_per_image"]
     assert list(t10["seconds_per_image"]) == ["2.1", "4.3", "9.7", "20.8"] and set(t10["batch_size"]) == {"1"}
     got = set(CSVS) | {"concord_table10.csv"}
@@ -377,7 +336,7 @@ def test_the_printed_counts():
 
 @pytest.mark.parametrize("tab", [s for s in PAPER_SCALE if s.paper], ids=lambda s: s.name)
 def test_no_drawn_cell_matches_two_printed_lines(tab):
-    p = pd.read_csv(project_root() / tab.paper, dtype=str).fillna("")
+    p = paper_csv(tab.paper)
     keys = list(tab.paper_match.values()) + ["dataset", "model"]
     assert not p.duplicated(keys).any(), f"{tab.paper}: a drawn cell of {tab.name} would match two lines"
 
@@ -391,7 +350,7 @@ def test_a_cell_behind_every_printed_number_we_run():
         assert len(matches) <= 1, f"{name}: its files match it differently"
         keys = sorted({"dataset", "model", *(dict(next(iter(matches))) if matches else {})})
         have = {tuple(match_key(r.get(k)) for k in keys) for s in specs for _, p in _cells(s) for r in _produced(p)}
-        for line in _csv(name).to_dict("records"):
+        for line in paper_csv(name).to_dict("records"):
             if line["method"] not in RUN_METHODS: continue                     # the literature's numbers: not run
             hit, why = tuple(match_key(line[k]) for k in keys) in have, _gap(name, line)
             if why: gaps.append((name, line, hit))
@@ -410,7 +369,7 @@ def test_a_cell_behind_every_printed_number_we_run():
 @pytest.mark.parametrize("tab", [s for s in PAPER_SCALE if s.paper], ids=lambda s: s.name)
 def test_cells_run_only_the_papers_columns(tab):
     "No cell makes rows for a column its table lacks — but the base sets beside the tables that print only ^c rows."
-    paper = {(r["method"], r["selector"]) for r in pd.read_csv(project_root() / tab.paper, dtype=str).fillna("").to_dict("records")}
+    paper = {(r["method"], r["selector"]) for r in paper_csv(tab.paper).to_dict("records")}
     ours = {(r["method"], r["selector"]) for _, p in _cells(tab) for r in _produced(p)}
     extra = {"concord/table4": {("unclip", "")}, "concord/table5": {("unclip", "")}, "concord/table5_similar": {("unclip", "")},
              "concord/table8": {("minimax", "")},                      # every base is made without and with CONCORD:
@@ -446,43 +405,19 @@ def test_a_drawn_table_shows_the_papers_numbers_beside_ours(tmp_path, name, expe
     got = {tuple(r[c] for c in cols): r["paper"] for r in sbs.to_dict("records")}
     for key, paper in expect.items():
         assert got[key] == paper, sbs.to_string()
-    assert (~sbs["paper"].isin(["", "–"])).sum() == len(_csv(tab.paper.split("/")[-1])) - (3 if name == "concord/table4" else 0)
+    assert (~sbs["paper"].isin(["", "–"])).sum() == len(paper_csv(tab.paper)) - (3 if name == "concord/table4" else 0)
 
 
 def test_the_run_notebook_stops_in_its_preflight_naming_the_llm_endpoint(tmp_path):
     """A Table 1 cell through run_concord itself: ImageNet folders present (all 1000 train classes, the negatives' pool;
     ImageWoof's 50 validation images per class), no concept file, an llm endpoint nothing serves → the preflight loads
     the data, asks for the first class's concepts and stops, naming the endpoint and the model."""
-    import json
-    import os
     import socket
-    import subprocess
-    import sys
-    from pathlib import Path
-    import torch
-    from ddrepro.data import IMAGENET_VAL_PER_CLASS, save_image_set
-    tab = BY_NAME["concord/table1"]
-    cell = {"ipc": 1}
-    root = tmp_path / "imagenet"
-    in1k, woof = class_map("imagenet1k"), class_map("imagewoof")
-    save_image_set(torch.zeros(len(in1k), 3, 8, 8, dtype=torch.uint8), torch.arange(len(in1k)), root / "train", in1k)
-    y = torch.arange(len(woof)).repeat_interleave(IMAGENET_VAL_PER_CLASS)         # the folder layout, no real image
-    save_image_set(torch.zeros(len(y), 3, 8, 8, dtype=torch.uint8), y, root / "val", woof)
+    fake_image_folders(tmp_path / "imagenet", "imagenet1k", val="imagewoof")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
-    llm = f"openai:gpt-4o@http://127.0.0.1:{port}/v1"
-    out = tmp_path / "run"
-    out.mkdir()
-    cmd = papermill_command(tab, cell, out)
-    cmd = [str(Path(sys.executable).parent / "papermill"), *cmd[3:], "-p", "data_root", str(root), "-p", "llm", llm]
-    env = {k: v for k, v in os.environ.items() if k != "DDREPRO_DATA"}
-    env.update(HF_HUB_OFFLINE="1", DDREPRO_PROGRESS="0", HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch"))
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=project_root())
-    text = r.stdout + r.stderr
-    assert r.returncode != 0
-    assert "AssetError" in text and f"127.0.0.1:{port}/v1/chat/completions (model 'gpt-4o'): cannot connect" in text, text[-3000:]
-    rec = json.loads((out / "record.json").read_text())
-    assert list(rec["stages"]) == ["preflight"] and rec["stages"]["preflight"]["status"].startswith("failed: AssetError")
+    r, rec, seconds = run_until_preflight(BY_NAME["concord/table1"], {"ipc": 1}, tmp_path / "imagenet", tmp_path,
+                                          "-p", "llm", f"openai:gpt-4o@http://127.0.0.1:{port}/v1", timeout=600)
+    check_stopped_in_preflight(r, rec, "AssetError", f"127.0.0.1:{port}/v1/chat/completions (model 'gpt-4o'): cannot connect")
     assert rec["params"]["encoder"] == "clip-vit-l-14-laion2b" and rec["params"]["neg_pool"] == "imagenet1k"
-    assert time.perf_counter() - t0 < 300                    # kernel start + imports + listing 1000 folders
+    assert seconds < 300                                     # kernel start + imports + listing 1000 folders

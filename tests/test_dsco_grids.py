@@ -7,27 +7,24 @@ SGD ablation recipe). The paper-numbers CSVs are checked for format and for a ce
 claim to run; the few that cannot run yet are listed (and the list is kept exact). Offline, a paper-scale cell fails
 in its preflight within seconds, naming the missing data folder or weights."""
 import dataclasses
-import os
 import socket
 import time
 
 import pandas as pd
 import pytest
-import yaml
 
+from grid_checks import (cell_params, check_long_format_csv, check_paper_csv_link, check_run_parameters,
+                         check_stopped_in_preflight, fake_image_folders, method_specs, paper_csv, run_until_preflight)
 from run_notebook import papermill_params, typed
 
 from ddrepro.core import AssetError, DataError, config_from_namespace, load_yaml, project_root
 from ddrepro.dsco import DOPED_SETS, NOPT_METHODS, DsCoConfig, NOptConfig, SET_NAMES
 from ddrepro.evaluate import eval_config, hard_epochs
 from ddrepro.backbones import HUB
-from ddrepro.reports import (cell_run_params, match_key, papermill_command, table_cells, table_specs,
-                             cell_dir)
+from ddrepro.reports import cell_dir, cell_run_params, match_key, papermill_command, table_cells
 from ddrepro.students import STUDENTS
 
-SPECS = [s for s in table_specs() if s.name.startswith("dsco/")]
-PAPER_SCALE = [s for s in SPECS if "/embedded/" not in s.name]
-BY_NAME = {s.name: s for s in SPECS}
+SPECS, PAPER_SCALE, BY_NAME = method_specs("dsco/")
 OUT = "/tmp/ddrepro-dsco-grid-test"
 
 # the paper's App. D recipe each paper-scale table is evaluated with
@@ -58,10 +55,6 @@ def _eval(cfg, student, ipc=None):
                        **cfg.eval_overrides)
 
 
-def _paper(spec) -> pd.DataFrame:
-    return pd.read_csv(project_root() / spec.paper, dtype=str).fillna("")
-
-
 def test_no_dsco_params_file_writes_a_bare_off():
     "Every shipped DsCo params file, paper scale and embedded, names DiT†'s mode as the string 'off'."
     files = sorted((project_root() / "params" / "dsco").rglob("*.yaml"))
@@ -80,18 +73,13 @@ def test_the_specs_are_all_here():
     assert names == {f"dsco/table{i}" for i in range(1, 12)} | {"dsco/fig3"}      # Tables 12, 13 and Figs 1, 2, 4-8: none
     assert all(s.notebook == "nbs/run_dsco.ipynb" for s in SPECS)
     for s in PAPER_SCALE:
-        assert s.paper == f"params/paper/{s.name.replace('dsco/', 'dsco_')}.csv" and (project_root() / s.paper).exists()
-        assert set(s.paper_match) <= set(s.rows) | set(s.cols), f"{s.name}: paper_match keys must be table keys"
+        check_paper_csv_link(s, f"{s.name.replace('dsco/', 'dsco_')}.csv")
 
 
 @pytest.mark.parametrize("spec", PAPER_SCALE, ids=lambda s: s.name)
 def test_every_parameter_is_a_run_parameter(spec):
     "No key of a paper-scale file is silently ignored by the notebook's config cell (it picks DsCoConfig fields only)."
-    fields = {f.name for f in dataclasses.fields(DsCoConfig)}
-    assert set(spec.base) <= fields, f"{spec.name}: not DsCoConfig fields: {sorted(set(spec.base) - fields)}"
-    assert set(spec.grid) <= fields, spec.name
-    for rule in spec.cell_params:
-        assert set(rule["set"]) <= fields and not set(rule["set"]) & set(spec.grid), spec.name
+    check_run_parameters(spec, {f.name for f in dataclasses.fields(DsCoConfig)}, OUT)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
@@ -260,9 +248,8 @@ def test_the_recipe_options_exist_in_the_evaluator():
 
 
 def _round_trip(spec, cell):
-    out = str(cell_dir(spec, cell, OUT))
     via = config_from_namespace(DsCoConfig, papermill_params(papermill_command(spec, cell, cell_dir(spec, cell, OUT))))
-    direct = config_from_namespace(DsCoConfig, {**cell_run_params(spec, cell), "out_dir": out})
+    direct = config_from_namespace(DsCoConfig, cell_params(spec, cell, OUT))
     return typed(dataclasses.asdict(via)), typed(dataclasses.asdict(direct))
 
 
@@ -280,14 +267,7 @@ def test_papermill_hands_the_notebook_the_values_of_the_file(spec):
 
 @pytest.mark.parametrize("spec", PAPER_SCALE, ids=lambda s: s.name)
 def test_paper_csvs_are_long_format_with_one_line_per_printed_number(spec):
-    raw = pd.read_csv(project_root() / spec.paper, dtype=str)
-    assert list(raw.columns) == CSV_HEAD, spec.paper
-    p = raw.fillna("")
-    assert (p["table"] == spec.name.split("/")[1]).all() and (p["dataset"] == DATASET[spec.name]).all()
-    assert p["mean"].map(lambda v: 0 < float(v) < 100).all()
-    assert p["std"].map(lambda v: v == "" or 0 <= float(v) < 10).all()
-    keys = [c for c in CSV_HEAD if c not in ("table", "mean", "std")]
-    assert not p.duplicated(keys).any(), f"{spec.paper}: two lines for one cell"
+    p = check_long_format_csv(spec.paper, CSV_HEAD, {spec.name.split("/")[1]}, {DATASET[spec.name]}, blank_std=True)
     assert not p.duplicated(list(spec.paper_match.values()) + ["model"]).any(), f"{spec.paper}: lines a drawn cell would match twice"
 
 
@@ -322,7 +302,7 @@ def _gap(name: str, line: dict) -> str | None:
 
 @pytest.mark.parametrize("spec", PAPER_SCALE, ids=lambda s: s.name)
 def test_a_cell_behind_every_printed_number_we_run(spec):
-    paper = _paper(spec)
+    paper = paper_csv(spec.paper)
     ours = [r for _, cfg in _cells(spec) for r in _produced(spec, cfg)]
     keys = sorted(set(spec.paper_match) | {"dataset", "model"})
     have = {tuple(match_key(r.get(k)) for k in keys) for r in ours}
@@ -362,18 +342,6 @@ def offline(monkeypatch, tmp_path):
     assert dialled == [], f"tried to connect: {dialled}"
 
 
-def _fake_subset(root, dataset):
-    """train/<wnid>/ with one tiny PNG each and val/<wnid>/ with ImageNet's 50 each (val_split imagenet_val50 checks the
-    count): the folder layout the preflight checks, no real image."""
-    from ddrepro.data import IMAGENET_VAL_PER_CLASS, class_map, save_image_set
-    import torch
-    cm = class_map(dataset)
-    for split, n in (("train", 1), ("val", IMAGENET_VAL_PER_CLASS)):
-        y = torch.arange(len(cm)).repeat_interleave(n)
-        save_image_set(torch.zeros(len(y), 3, 8, 8, dtype=torch.uint8), y, root / split, cm)
-    return cm
-
-
 def test_a_paper_scale_cell_fails_fast_offline_naming_what_is_missing(offline, tmp_path):
     from ddrepro.backbones import load_dit, load_teacher, load_vae
     from ddrepro.data import load_real
@@ -386,7 +354,7 @@ def test_a_paper_scale_cell_fails_fast_offline_naming_what_is_missing(offline, t
     with pytest.raises(DataError, match=r"imagenette: no data root given; pass -p data_root"):   # none given
         load_real(cfg.dataset, "train", cfg.data_root)
     root = tmp_path / "imagenet"
-    cm = _fake_subset(root, "imagenette")
+    cm = fake_image_folders(root, "imagenette")
     (root / "train" / cm.folders[3] / "0.png").unlink(); (root / "train" / cm.folders[3]).rmdir()
     with pytest.raises(DataError, match=rf"{cm.folders[3]}: class folder missing"):
         load_real(cfg.dataset, "train", str(root))
@@ -405,27 +373,11 @@ def test_a_paper_scale_cell_fails_fast_offline_naming_what_is_missing(offline, t
 
 def test_the_run_notebook_stops_in_its_preflight_naming_the_dit(tmp_path):
     "A Table 1 cell through run_dsco itself: data folders present, no weights cached → the preflight names DiT-XL-2-256."
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-    spec, cell = BY_NAME["dsco/table1"], {"ipc": 10}
-    root = tmp_path / "imagenet"
-    _fake_subset(root, "imagenette")
-    out = tmp_path / "run"
-    out.mkdir()                                              # as run_table does before each cell
-    cmd = papermill_command(spec, cell, out)
-    cmd = [str(Path(sys.executable).parent / "papermill"), *cmd[3:], "-p", "data_root", str(root)]
-    env = {k: v for k, v in os.environ.items() if k != "DDREPRO_DATA"}
-    env.update(HF_HUB_OFFLINE="1", DDREPRO_PROGRESS="0", HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch"))
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=project_root())
-    assert r.returncode != 0
-    assert "AssetError: facebook/DiT-XL-2-256" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
-    rec = json.loads((out / "record.json").read_text())
-    assert list(rec["stages"]) == ["preflight"] and rec["stages"]["preflight"]["status"].startswith("failed: AssetError")
+    fake_image_folders(tmp_path / "imagenet", "imagenette")
+    r, rec, seconds = run_until_preflight(BY_NAME["dsco/table1"], {"ipc": 10}, tmp_path / "imagenet", tmp_path)
+    check_stopped_in_preflight(r, rec, "AssetError: facebook/DiT-XL-2-256")
     assert rec["params"]["dit"] == "DiT-XL-2-256" and rec["params"]["iters"] == 200 and rec["params"]["modes"] == ["da", "df", "off"]
-    assert time.perf_counter() - t0 < 120                    # kernel start + imports; the preflight itself is seconds
+    assert seconds < 120                                     # kernel start + imports; the preflight itself is seconds
 
 
 # ------------------------------------------------------------------------------------------------- drawn beside the paper
@@ -435,7 +387,7 @@ def _fake_records(spec, root):
     "A complete record per cell with the rows run_dsco writes (made-up accuracies)."
     from ddrepro.core import RunRecord
     for k, cell in enumerate(table_cells(spec)):
-        cfg = config_from_namespace(DsCoConfig, {**cell_run_params(spec, cell), "out_dir": str(cell_dir(spec, cell, root))})
+        cfg = config_from_namespace(DsCoConfig, cell_params(spec, cell, root))
         rows = []
         for i, r in enumerate(_produced(dataclasses.replace(spec, methods=None), cfg)):
             acc = 0.5 + 0.001 * (i + 10 * k)
@@ -454,7 +406,7 @@ def test_a_drawn_table_shows_the_papers_numbers_beside_ours(name, tmp_path):
     _fake_records(spec, tmp_path / "runs")
     draw_table(spec, tmp_path / "runs", tmp_path / "figures")
     sbs = pd.read_csv(tmp_path / "figures" / f"{name.replace('/', '_')}_vs_paper.csv", dtype=str).fillna("")
-    paper = _paper(spec)
+    paper = paper_csv(spec.paper)
     want = {"dsco/table1": ("dsco", "resnet_ap10", "10", "69.8 ± 1.1"), "dsco/table3": ("dsco_doped", "resnet_ap10", "ipc700", "97.2 ± 0.3"),
             "dsco/table7": ("dsco", "", "50", "81.4"), "dsco/table8": ("random_doped", "resnet18_idc", "ipc300", "95.4")}[name]
     if name == "dsco/table1":

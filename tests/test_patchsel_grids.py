@@ -6,7 +6,7 @@ checked) with the paper's backbone, scoring, clustering and assembly settings pe
 `eval_config`, without loading any data or weights, to the RDED soft-label protocol the paper follows. The paper-number
 CSVs are checked for format and for a cell behind every printed DPS / RDED number we claim to run; the ones that cannot
 run are listed (and the list is kept exact)."""
-import dataclasses
+from functools import partial
 
 import pandas as pd
 import pytest
@@ -16,15 +16,17 @@ from ddrepro.data import DATASETS, check_val_split, class_map
 from ddrepro.evaluate import EvalConfig, eval_config, rded_batch_size
 from ddrepro.patchsel import DPSConfig
 from ddrepro.rded import RDEDConfig
-from ddrepro.reports import cell_dir, cell_run_params, match_key, papermill_command, table_cells, table_specs
+from ddrepro.reports import cell_dir, match_key, table_cells
 from ddrepro.students import STUDENTS
-from run_notebook import config_class, papermill_params, parameters, typed
+from grid_checks import (cell_params, check_known_parameters, check_long_format_csv, check_paper_csv_link,
+                         check_papermill_values, check_run_parameters, check_stopped_in_preflight, fake_image_folders,
+                         method_specs, paper_csv, run_until_preflight)
+from run_notebook import config_class
 
-FILES = [s for s in table_specs() if s.name.startswith("patchsel/")]
-PAPER_SCALE = [s for s in FILES if "/embedded/" not in s.name]
-BY_NAME = {s.name: s for s in FILES}
+FILES, PAPER_SCALE, BY_NAME = method_specs("patchsel/")
 NB = project_root() / "nbs" / "run_patchsel.ipynb"
 OUT = "/tmp/ddrepro-patchsel-grid-test"
+_params = partial(cell_params, out_root=OUT)
 
 # the parameters of nbs/run_patchsel.ipynb (its papermill parameters cell); a key outside this set would be silently
 # ignored by the notebook's config cell, which picks PatchselRunConfig fields only
@@ -76,10 +78,6 @@ RDED_OBSERVER = {"imagenette": "imagenet-nette", "imagewoof": "imagenet-woof", "
 LR = {"mobilenet_v2": 2.5e-3, "efficientnet_b0": 2e-3}                    # RDED argument.py; 1e-3 for the others
 
 
-def _params(tab, cell) -> dict:
-    return {**cell_run_params(tab, cell), "out_dir": str(cell_dir(tab, cell, OUT))}
-
-
 @pytest.fixture(scope="module")
 def Config():
     "The notebook's `PatchselRunConfig`, from its own config cell (run alone, as the notebook runs it)."
@@ -100,10 +98,6 @@ def _eval(cfg, student) -> EvalConfig:
     return eval_config(cfg.protocol, cfg.preset, cfg.dataset, cfg.ipc, None, student, repeats=cfg.repeats, **cfg.eval_overrides)
 
 
-def _csv(name) -> pd.DataFrame:
-    return pd.read_csv(project_root() / "params" / "paper" / name, dtype=str).fillna("")
-
-
 # ------------------------------------------------------------------------------------------------- the files
 
 
@@ -111,12 +105,7 @@ def test_the_table_files_are_all_here():
     assert {s.name for s in PAPER_SCALE} == set(TABLES)
     assert all(s.notebook == "nbs/run_patchsel.ipynb" for s in FILES)
     for s in PAPER_SCALE:
-        csv = TABLES[s.name][0]
-        assert s.paper == (f"params/paper/{csv}" if csv else None), s.name
-        if s.paper:
-            assert (project_root() / s.paper).exists() and s.paper_match
-            assert set(s.paper_match) <= set(s.rows) | set(s.cols), f"{s.name}: paper_match keys must be table keys"
-        else:
+        if not check_paper_csv_link(s, TABLES[s.name][0]):
             assert s.plot and s.plot["x"] in s.grid, s.name                  # a figure: a curve over its grid axis
     assert "tiny_imagenet" not in DATASETS and not [d for d in DATASETS if "tiny" in d]    # hence no cell for it
     # Table 3 (qualitative ticks) and supp. Table 6 (timings: benchmarks/patchsel_speed.py) have no grid
@@ -126,23 +115,13 @@ def test_the_table_files_are_all_here():
 
 
 def test_the_known_parameters_are_the_notebooks():
-    assert set(parameters(NB)) == KNOWN_PARAMS, f"update KNOWN_PARAMS: {sorted(set(parameters(NB)) ^ KNOWN_PARAMS)}"
+    check_known_parameters(NB, KNOWN_PARAMS, skip_missing=False)
 
 
 @pytest.mark.parametrize("tab", FILES, ids=lambda s: s.name)
 def test_every_parameter_is_a_run_parameter(tab):
     "No key of a patchsel file is silently ignored by the notebook's config cell; every override names a config field."
-    assert set(tab.base) <= KNOWN_PARAMS, f"{tab.name}: not run_patchsel parameters: {sorted(set(tab.base) - KNOWN_PARAMS)}"
-    assert set(tab.grid) <= KNOWN_PARAMS, tab.name
-    for rule in tab.cell_params:
-        assert set(rule["set"]) <= KNOWN_PARAMS and not set(rule["set"]) & set(tab.grid), tab.name
-    fields = lambda cls: {f.name for f in dataclasses.fields(cls)}
-    for cell in table_cells(tab):
-        p = _params(tab, cell)
-        assert set(p) <= KNOWN_PARAMS, cell
-        assert set(p.get("eval_overrides", {})) <= fields(EvalConfig), cell
-        assert set(p.get("dps_overrides", {})) <= fields(DPSConfig), cell
-        assert set(p.get("rded_overrides", {})) <= fields(RDEDConfig), cell
+    check_run_parameters(tab, KNOWN_PARAMS, OUT, dps_overrides=DPSConfig, rded_overrides=RDEDConfig)
 
 
 @pytest.mark.parametrize("tab", FILES, ids=lambda s: s.name)
@@ -236,11 +215,11 @@ def test_the_table_axes_are_the_papers():
     assert BY_NAME["patchsel/table5"].base["clip_encoder"] == "open_clip:ViT-L-14:openai"            # the paper names no CLIP
     ranges = sorted((BY_NAME[n].base["t_lo"], hi) for n in TABLES if n.startswith("patchsel/table7")
                     for hi in BY_NAME[n].grid["t_hi"])
-    printed = sorted((float(r["t_lo"]), float(r["t_hi"])) for r in _csv("patchsel_table7.csv").to_dict("records"))
+    printed = sorted((float(r["t_lo"]), float(r["t_hi"])) for r in paper_csv("patchsel_table7.csv").to_dict("records"))
     assert ranges == [x for x in printed if x[0] < x[1]] and len(ranges) == 10
     sizes = sorted((BY_NAME[n].base["short_side"], w) for n in TABLES if n.startswith("patchsel/table9")
                    for w in BY_NAME[n].grid["window"])
-    assert sizes == sorted({(int(r["short_side"]), int(r["window"])) for r in _csv("patchsel_table9.csv").to_dict("records")})
+    assert sizes == sorted({(int(r["short_side"]), int(r["window"])) for r in paper_csv("patchsel_table9.csv").to_dict("records")})
     assert BY_NAME["patchsel/fig6"].grid == {"per_class": [50, 100, 200, 300, 500, 1300]}
     assert 160 in BY_NAME["patchsel/fig7"].grid["dift_t"]
     assert 32 in BY_NAME["patchsel/fig8_clusters"].grid["n_clusters"] and BY_NAME["patchsel/fig8_clusters"].base["n_top"] == 10
@@ -281,11 +260,7 @@ def test_every_cell_evaluates_with_the_papers_protocol(tab, Config):
 @pytest.mark.parametrize("tab", PAPER_SCALE, ids=lambda s: s.name)
 def test_papermill_hands_the_notebook_the_values_of_the_file(tab):
     "Every -f / -p / -y value arrives with its type (t_lo 0.1 a float, rrc_scale a list, per_class null as None)."
-    for cell in table_cells(tab):
-        p = _params(tab, cell)
-        via = papermill_params(papermill_command(tab, cell, cell_dir(tab, cell, OUT)))
-        via.pop("table", None)                       # the -f file's table: section (the config cell ignores it)
-        assert typed(via) == typed(p), f"{tab.name} {cell}"
+    check_papermill_values(tab, OUT)
 
 
 # ------------------------------------------------------------------------------------------------- paper numbers
@@ -293,17 +268,10 @@ def test_papermill_hands_the_notebook_the_values_of_the_file(tab):
 
 @pytest.mark.parametrize("name", sorted(CSVS))
 def test_paper_csvs_are_long_format_with_one_line_per_printed_number(name):
-    raw = pd.read_csv(project_root() / "params" / "paper" / name, dtype=str)
-    assert list(raw.columns) == CSV_HEAD, name
-    p = raw.fillna("")
     table, source, datasets = CSVS[name]
-    assert set(p["table"]) == {table} and set(p["source"]) == {source} and set(p["dataset"]) == datasets, name
-    assert p["mean"].map(lambda v: 0 < float(v) < 100).all(), name
-    assert p["std"].map(lambda v: v == "" or 0 <= float(v) < 10).all(), name
+    p = check_long_format_csv(name, CSV_HEAD, {table}, datasets, {source}, blank_std=True)
     assert set(p["method"]) <= RUN_METHODS | LITERATURE and set(p["model"]) <= set(STUDENTS) | NOT_STUDENTS, name
     assert (p["ipc"] != "").all() and set(p["assembly"]) <= {"", "stitch", "single"}, name
-    keys = [c for c in CSV_HEAD if c not in ("table", "source", "mean", "std")]
-    assert not p.duplicated(keys).any(), f"{name}: two lines for one cell"
     for s in PAPER_SCALE:
         if s.paper and s.paper.endswith(name):
             assert not p.duplicated(list(s.paper_match.values()) + ["model"]).any(), f"{name}: a drawn cell would match twice"
@@ -312,16 +280,16 @@ def test_paper_csvs_are_long_format_with_one_line_per_printed_number(name):
 
 def test_the_csvs_agree_where_the_paper_repeats_a_number():
     "Tables 4 / 8 (ResNet-18 teacher), 5 (DIFT) and 9 (256 / 224) repeat Table 1's Ours^S / Ours^C numbers."
-    t1 = {(r["dataset"], r["model"], r["ipc"], r["assembly"]): r["mean"] for r in _csv("patchsel_table1.csv").to_dict("records")
+    t1 = {(r["dataset"], r["model"], r["ipc"], r["assembly"]): r["mean"] for r in paper_csv("patchsel_table1.csv").to_dict("records")
           if r["method"] == "dps"}
     for name, ipc, asm in (("patchsel_table4.csv", "50", "single"), ("patchsel_table8.csv", "10", "stitch")):
-        for r in _csv(name).to_dict("records"):
+        for r in paper_csv(name).to_dict("records"):
             if r["teacher"] == "torchvision:resnet18" and r["model"] in ("resnet18", "resnet101"):
                 assert r["mean"] == t1[("imagenet1k", r["model"], ipc, asm)], (name, r)
-    for r in _csv("patchsel_table5.csv").to_dict("records"):
+    for r in paper_csv("patchsel_table5.csv").to_dict("records"):
         if r["cluster_features"] == "dift":
             assert r["mean"] == t1[(r["dataset"], "resnet18", r["ipc"], "stitch" if r["ipc"] == "10" else "single")], r
-    for r in _csv("patchsel_table9.csv").to_dict("records"):
+    for r in paper_csv("patchsel_table9.csv").to_dict("records"):
         if (r["short_side"], r["window"]) == ("256", "224"):
             assert r["mean"] == t1[("imagewoof", "resnet18", r["ipc"], "stitch" if r["ipc"] == "10" else "single")], r
 
@@ -362,7 +330,7 @@ def test_a_cell_behind_every_printed_number_we_run(Config):
         keys = sorted(set(specs[0].paper_match) | {"dataset", "model"})
         inv = {"dataset": "dataset", "model": "model", **specs[0].paper_match}
         have = {tuple(match_key(r.get(k)) for k in keys) for s in specs for _, _, cfg in _cells(s, Config) for r in _produced(cfg)}
-        for line in _csv(name).to_dict("records"):
+        for line in paper_csv(name).to_dict("records"):
             if line["method"] not in RUN_METHODS: continue                    # the literature's numbers: not run
             hit, why = tuple(match_key(line[inv[k]]) for k in keys) in have, _gap(name, line)
             if why: gaps.append((name, line, hit))
@@ -376,7 +344,7 @@ def test_a_cell_behind_every_printed_number_we_run(Config):
 @pytest.mark.parametrize("tab", [s for s in PAPER_SCALE if s.paper], ids=lambda s: s.name)
 def test_cells_run_only_the_papers_columns(tab, Config):
     "No cell makes rows for a method the table lacks but the paired random baseline; the students are the table's."
-    paper = _csv(tab.paper.split("/")[-1])
+    paper = paper_csv(tab.paper)
     ours = [r for _, _, cfg in _cells(tab, Config) for r in _produced(cfg)]
     assert {r["method"] for r in ours} - set(paper["method"]) == {"random"}, tab.name
     assert {r["model"] for r in ours} <= set(paper["model"]), tab.name
@@ -390,7 +358,7 @@ def _fake_records(tab, root, Config):
     from ddrepro.core import RunRecord
     for k, cell in enumerate(table_cells(tab)):
         out = cell_dir(tab, cell, root)
-        cfg = config_from_namespace(Config, {**cell_run_params(tab, cell), "out_dir": str(out)})
+        cfg = config_from_namespace(Config, cell_params(tab, cell, root))
         rows = [dict(dataset=r["dataset"], method=r["method"], selector="", model=r["model"], ipc=r["ipc"], protocol=cfg.protocol,
                      preset=cfg.preset, settings="fake", acc_final_mean=0.5 + 0.001 * (i + 10 * k), acc_final_std=0.01,
                      acc_best_mean=0.6, acc_best_std=0.01, n_runs=5, fingerprint=f"fp{k}-{i}", finals=[0.5] * 5,
@@ -426,33 +394,9 @@ def test_a_drawn_table_shows_the_papers_numbers_beside_ours(name, where, want, t
 
 def test_the_run_notebook_stops_in_its_preflight_naming_sd15(tmp_path):
     "A Table 1 ImageNette cell through run_patchsel itself: data folders present, no weights cached → the preflight names SD-1.5."
-    import json
-    import os
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-    import torch
-    from ddrepro.data import IMAGENET_VAL_PER_CLASS, save_image_set
-    tab = BY_NAME["patchsel/table1"]
     cell = {"dataset": "imagenette", "ipc": 10, "assembly": "stitch"}
-    root = tmp_path / "imagenet"
-    cm = class_map("imagenette")
-    for split, n in (("train", 40), ("val", IMAGENET_VAL_PER_CLASS)):          # the folder layout, no real image
-        y = torch.arange(len(cm)).repeat_interleave(n)
-        save_image_set(torch.zeros(len(y), 3, 8, 8, dtype=torch.uint8), y, root / split, cm)
-    out = tmp_path / "run"
-    out.mkdir()                                              # as run_table does before each cell
-    cmd = papermill_command(tab, cell, out)
-    cmd = [str(Path(sys.executable).parent / "papermill"), *cmd[3:], "-p", "data_root", str(root)]
-    env = {k: v for k, v in os.environ.items() if k != "DDREPRO_DATA"}
-    env.update(HF_HUB_OFFLINE="1", DDREPRO_PROGRESS="0", HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch"))
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=project_root())
-    assert r.returncode != 0
-    log = r.stdout + r.stderr
-    assert "AssetError" in log and "benjamin-paine/stable-diffusion-v1-5" in log, log[-3000:]
-    rec = json.loads((out / "record.json").read_text())
-    assert list(rec["stages"]) == ["preflight"] and rec["stages"]["preflight"]["status"].startswith("failed: AssetError")
+    fake_image_folders(tmp_path / "imagenet", "imagenette", train_per_class=40)
+    r, rec, seconds = run_until_preflight(BY_NAME["patchsel/table1"], cell, tmp_path / "imagenet", tmp_path)
+    check_stopped_in_preflight(r, rec, "AssetError", "benjamin-paine/stable-diffusion-v1-5")
     assert (rec["params"]["backbone"], rec["params"]["assembly"], rec["params"]["dift_block"]) == ("sd-1.5", "stitch", 1)
-    assert time.perf_counter() - t0 < 150                    # kernel start + imports; the preflight itself is seconds
+    assert seconds < 150                                     # kernel start + imports; the preflight itself is seconds

@@ -4,16 +4,15 @@ encoder, students and test split of the paper's column. A DiT column samples the
 Minimax checkpoint (never the DiT one; per subset in Table 2)."""
 import dataclasses
 
-import pandas as pd
 import pytest
 
-from ddrepro.core import AssetError, config_from_namespace, project_root
+from ddrepro.core import AssetError, config_from_namespace
 from ddrepro.pools import POOLS
-from ddrepro.reports import cell_extra_params, cell_run_params, table_cells, table_specs
+from ddrepro.reports import cell_extra_params, cell_run_params, table_cells
 from ddrepro.sas import SASConfig
+from grid_checks import method_specs, paper_csv
 
-SPECS = [s for s in table_specs() if s.name.startswith("sas/")]
-PAPER_SCALE = [s for s in SPECS if "/embedded/" not in s.name]
+SPECS, PAPER_SCALE, _ = method_specs("sas/")
 
 
 def _cells(spec):
@@ -24,10 +23,6 @@ def _cells(spec):
         cfg = config_from_namespace(SASConfig, params)          # exactly the run notebook's config cell
         out.append((cell, cfg, cfg.generator_sources(), cfg.pool_config()))
     return out
-
-
-def _paper(spec) -> pd.DataFrame:
-    return pd.read_csv(project_root() / spec.paper, dtype=str).fillna("")
 
 
 def test_the_specs_are_all_here():
@@ -62,7 +57,7 @@ def test_every_cell_resolves_to_its_column(spec):
 
 @pytest.mark.parametrize("spec", [s for s in PAPER_SCALE if s.paper], ids=lambda s: s.name)
 def test_cells_cover_the_papers_generative_columns_with_its_students(spec):
-    paper = _paper(spec)
+    paper = paper_csv(spec.paper)
     cells = _cells(spec)
     models = sorted(set(paper["model"]) - {""})
     for _, cfg, _, _ in cells:

@@ -6,26 +6,25 @@ without loading any data or weights, to the paper's evaluation protocol (Minimax
 subsets, RDED soft labels for ImageNet-1K and CIFAR). The paper-numbers CSVs are checked for format and for a cell
 behind every printed VLCP / D4M / baseline number we claim to run; the few that cannot run are listed (and the list is
 kept exact). The checks that need the run notebook's config class (and `ddrepro.vlcp`) skip, naming what is missing."""
-import dataclasses
 import importlib.util
+from functools import partial
 
 import pandas as pd
 import pytest
-import yaml
 
-from ddrepro.core import load_yaml, project_root
+from ddrepro.core import project_root
 from ddrepro.data import DATASETS, check_val_split, class_map
 from ddrepro.evaluate import EvalConfig, eval_config, hard_epochs, rded_batch_size
-from ddrepro.pools import pool_sources
-from ddrepro.reports import cell_dir, cell_run_params, match_key, papermill_command, table_cells, table_specs
+from ddrepro.reports import cell_dir, match_key, table_cells
 from ddrepro.students import STUDENTS
-from run_notebook import papermill_params, typed
+from grid_checks import (cells, check_known_parameters, check_long_format_csv, check_paper_csv_link,
+                         check_papermill_values, check_pool_weights, check_run_parameters, check_stopped_in_preflight,
+                         fake_image_folders, method_specs, paper_csv, run_until_preflight)
 
-FILES = [s for s in table_specs() if s.name.startswith("vlcp/")]
-PAPER_SCALE = [s for s in FILES if "/embedded/" not in s.name]
-BY_NAME = {s.name: s for s in FILES}
+FILES, PAPER_SCALE, BY_NAME = method_specs("vlcp/")
 NB = project_root() / "nbs" / "run_vlcp.ipynb"
 OUT = "/tmp/ddrepro-vlcp-grid-test"
+_cells = partial(cells, out_root=OUT)
 
 # the parameters of nbs/run_vlcp.ipynb (its papermill parameters cell); a key outside this set would be silently
 # ignored by the notebook's config cell, which picks VLCPRunConfig fields only
@@ -72,22 +71,10 @@ D4M_OWN = {"finetune", "describer", "descriptions", "contamination", "beta", "km
            "negative_prompt"}                                    # D4M cells leave these to D4M's defaults
 
 
-def _params(tab, cell) -> dict:
-    return {**cell_run_params(tab, cell), "out_dir": str(cell_dir(tab, cell, OUT))}
-
-
-def _cells(tab):
-    return [(cell, _params(tab, cell)) for cell in table_cells(tab)]
-
-
 def _eval(p, student) -> EvalConfig:
     "The EvalConfig one evaluation of a cell trains `student` with (as evaluate_sets → evaluate_set builds it)."
     return eval_config(p["protocol"], p["preset"], p["dataset"], p["ipc"], None, student, repeats=p["repeats"],
                        **p.get("eval_overrides", {}))
-
-
-def _csv(name) -> pd.DataFrame:
-    return pd.read_csv(project_root() / "params" / "paper" / name, dtype=str).fillna("")
 
 
 def _produced(p) -> list[dict]:
@@ -114,31 +101,19 @@ def test_the_table_files_are_all_here():
     assert {s.name for s in PAPER_SCALE} == set(TABLES)
     assert all(s.notebook == "nbs/run_vlcp.ipynb" for s in FILES)
     for s in PAPER_SCALE:
-        csv = TABLES[s.name][0]
-        assert s.paper == (f"params/paper/{csv}" if csv else None), s.name
-        if s.paper:
-            assert (project_root() / s.paper).exists() and s.paper_match
-            assert set(s.paper_match) <= set(s.rows) | set(s.cols), f"{s.name}: paper_match keys must be table keys"
+        check_paper_csv_link(s, TABLES[s.name][0])
     assert "tiny_imagenet" not in DATASETS and not [d for d in DATASETS if "tiny" in d]    # hence no params file for it
     assert not (project_root() / "params" / "d4m").exists()          # D4M runs on the vlcp files' `method` axis
 
 
 def test_the_known_parameters_are_the_notebooks():
-    if not NB.exists(): pytest.skip("nbs/run_vlcp.ipynb is missing (the run notebook)")
-    from run_notebook import parameters
-    assert set(parameters(NB)) == KNOWN_PARAMS, f"update KNOWN_PARAMS: {sorted(set(parameters(NB)) ^ KNOWN_PARAMS)}"
+    check_known_parameters(NB, KNOWN_PARAMS)
 
 
 @pytest.mark.parametrize("tab", FILES, ids=lambda s: s.name)
 def test_every_parameter_is_a_run_parameter(tab):
     "No key of a VLCP file is silently ignored by the notebook's config cell."
-    assert set(tab.base) <= KNOWN_PARAMS, f"{tab.name}: not run_vlcp parameters: {sorted(set(tab.base) - KNOWN_PARAMS)}"
-    assert set(tab.grid) <= KNOWN_PARAMS, tab.name
-    for rule in tab.cell_params:
-        assert set(rule["set"]) <= KNOWN_PARAMS and not set(rule["set"]) & set(tab.grid), tab.name
-    for cell, p in _cells(tab):
-        assert set(p) <= KNOWN_PARAMS, cell
-        assert set(p.get("eval_overrides", {})) <= {f.name for f in dataclasses.fields(EvalConfig)}, cell
+    check_run_parameters(tab, KNOWN_PARAMS, OUT)
 
 
 # ------------------------------------------------------------------------------------------------- synthesis
@@ -174,7 +149,7 @@ def test_d4m_runs_on_the_method_axis_where_the_paper_prints_it():
     for name, tab in BY_NAME.items():
         if name not in TABLES: continue
         csv = TABLES[name][0]
-        printed = bool(csv) and "d4m" in set(_csv(csv)["method"])
+        printed = bool(csv) and "d4m" in set(paper_csv(csv)["method"])
         assert ("method" in tab.grid) == (printed or name == "vlcp/imagewoof"), name    # ImageWoof: the 3P table has D4M
         if "method" in tab.grid: assert tab.grid["method"] == ["vlcp", "d4m"], name
         else: assert tab.base["method"] == "vlcp", name
@@ -184,14 +159,7 @@ def test_d4m_runs_on_the_method_axis_where_the_paper_prints_it():
 def test_the_baseline_pools_sample_the_right_weights(tab):
     "DiT: the public DiT-XL/2; Minimax: a fine-tune of it on the cell's dataset (names only, nothing loaded)."
     for cell, p in _cells(tab):
-        for pool in ("dit", "minimax"):
-            if pool not in p["baselines"]: continue
-            src = pool_sources(pool, p["dataset"], p.get(f"{pool}_weights"), p.get("pool_vae"), pool_param=f"{pool}_weights")
-            if pool == "dit":
-                assert (src["weights_kind"], src["weights"]) == ("hub", "DiT-XL-2-256"), cell
-            else:
-                assert src["weights_kind"] == "local" and f"/{p['dataset']}_DiT-XL-2-256" in f"/{src['weights']}", cell
-            assert src["vae"] == "sd-vae-ft-mse", cell
+        check_pool_weights(p, p["baselines"], cell)
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
@@ -236,10 +204,7 @@ def test_every_cell_evaluates_with_the_papers_protocol(tab):
 @pytest.mark.parametrize("tab", PAPER_SCALE, ids=lambda s: s.name)
 def test_papermill_hands_the_notebook_the_values_of_the_file(tab):
     "Every -f / -p / -y value arrives with its type (contamination 0.0 a float, baselines [] a list, paths strings)."
-    for cell, p in _cells(tab):
-        via = papermill_params(papermill_command(tab, cell, cell_dir(tab, cell, OUT)))
-        via.pop("table", None)                       # the -f file's table: section (the config cell ignores it)
-        assert typed(via) == typed(p), f"{tab.name} {cell}"
+    check_papermill_values(tab, OUT)
 
 
 def _notebook_config():
@@ -274,22 +239,17 @@ def test_every_cell_builds_the_notebooks_config(tab):
 
 @pytest.mark.parametrize("name", sorted(CSVS))
 def test_paper_csvs_are_long_format_with_one_line_per_printed_number(name):
-    raw = pd.read_csv(project_root() / "params" / "paper" / name, dtype=str)
-    assert list(raw.columns) == CSV_HEAD, name
-    p = raw.fillna("")
     tables, sources, datasets = CSVS[name]
-    assert set(p["table"]) == tables and set(p["source"]) == sources and set(p["dataset"]) == datasets, name
+    p = check_long_format_csv(name, CSV_HEAD, tables, datasets, sources)
     assert set(p["source"]) <= SOURCES
-    assert p["mean"].map(lambda v: 0 < float(v) < 100).all() and p["std"].map(lambda v: 0 <= float(v) < 10).all(), name
     assert set(p["method"]) <= RUN_METHODS | LITERATURE and set(p["model"]) <= set(STUDENTS), name
     assert (p["ipc"] != "").all() or set(p.loc[p["ipc"] == "", "method"]) == {"full"}, name
-    assert not p.duplicated(["dataset", "model", "method", "ipc"]).any(), f"{name}: two lines for one cell"
 
 
 def test_no_params_file_shows_a_third_party_number_as_the_papers():
     for s in PAPER_SCALE:
         if s.paper:
-            p = pd.read_csv(project_root() / s.paper, dtype=str).fillna("")
+            p = paper_csv(s.paper)
             assert "third-party" not in set(p["source"]), s.name
             assert not p.duplicated(list(s.paper_match.values()) + ["model"]).any(), f"{s.paper}: a drawn cell would match twice"
     assert (project_root() / "params" / "paper" / "vlcp_notes.md").exists()
@@ -301,7 +261,7 @@ def test_a_cell_behind_every_printed_number_we_run():
     have = {_key(r) for s in PAPER_SCALE for _, p in _cells(s) for r in _produced(p)}
     missing, gaps = [], []
     for name in sorted(CSVS):
-        for line in _csv(name).to_dict("records"):
+        for line in paper_csv(name).to_dict("records"):
             if line["method"] not in RUN_METHODS: continue                     # the literature's numbers: not run
             hit, why = _key(line) in have, _gap(name, line)
             if why: gaps.append((name, line, hit))
@@ -343,38 +303,16 @@ def test_a_drawn_table_shows_the_papers_numbers_beside_ours(tmp_path):
     hit = sbs[(sbs.dataset == "imagenette") & (sbs.method == "vlcp") & (sbs.ipc == "10")]
     assert list(hit["paper"]) == ["64.8 ± 3.6"], sbs.to_string()
     assert list(hit["n"]) == ["3"]                                   # the three seeds' records
-    printed = _csv("vlcp_imagenette_imageidc.csv")["method"].isin(RUN_METHODS).sum()
+    printed = paper_csv("vlcp_imagenette_imageidc.csv")["method"].isin(RUN_METHODS).sum()
     assert (~sbs["paper"].isin(["", "–"])).sum() == printed == len(sbs) == 30
 
 
 def test_the_run_notebook_stops_in_its_preflight_naming_the_describer(tmp_path):
     "An ImageNette cell through run_vlcp itself: data folders present, no weights cached → the preflight names LLaVA's id."
-    import json
-    import os
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-    import torch
-    from ddrepro.data import IMAGENET_VAL_PER_CLASS, save_image_set
     spec = next(s for s in PAPER_SCALE if s.name == "vlcp/imagenette_imageidc")
     cell = next(c for c in table_cells(spec) if c["dataset"] == "imagenette" and c["method"] == "vlcp" and c["ipc"] == 10)
-    root = tmp_path / "imagenet"
-    cm = class_map("imagenette")
-    for split, n in (("train", 10), ("val", IMAGENET_VAL_PER_CLASS)):          # the folder layout, no real image
-        y = torch.arange(len(cm)).repeat_interleave(n)
-        save_image_set(torch.zeros(len(y), 3, 8, 8, dtype=torch.uint8), y, root / split, cm)
-    out = tmp_path / "run"
-    out.mkdir()
-    cmd = papermill_command(spec, cell, out)
-    cmd = [str(Path(sys.executable).parent / "papermill"), *cmd[3:], "-p", "data_root", str(root)]
-    env = {k: v for k, v in os.environ.items() if k != "DDREPRO_DATA"}
-    env.update(HF_HUB_OFFLINE="1", DDREPRO_PROGRESS="0", HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch"))
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=project_root())
-    assert r.returncode != 0
-    assert "AssetError" in r.stdout + r.stderr and "llava-hf/llava-1.5-7b-hf" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
-    rec = json.loads((out / "record.json").read_text())
-    assert list(rec["stages"]) == ["preflight"] and rec["stages"]["preflight"]["status"].startswith("failed: AssetError")
+    fake_image_folders(tmp_path / "imagenet", "imagenette", train_per_class=10)
+    r, rec, seconds = run_until_preflight(spec, cell, tmp_path / "imagenet", tmp_path)
+    check_stopped_in_preflight(r, rec, "AssetError", "llava-hf/llava-1.5-7b-hf")
     assert rec["params"]["backbone"] == "sd-1.5" and rec["params"]["finetune"] == "paper"
-    assert time.perf_counter() - t0 < 120                    # kernel start + imports; the preflight itself is seconds
+    assert seconds < 120                                     # kernel start + imports; the preflight itself is seconds
