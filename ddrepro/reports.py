@@ -520,14 +520,16 @@ def seed_frame(df: pd.DataFrame, keys: Sequence[str], metric: str = "acc_final")
     return pd.DataFrame(out)
 
 def _cell_words(frame: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
-    "Each row's values of `keys` in words (`sas.display_value`; IPC as 'IPC 50'), joined by commas."
-    return frame[list(keys)].apply(lambda r: ", ".join(f"IPC {v}" if k == "ipc" else display_value(k, v) for k, v in r.items()), axis=1)
+    "Each row's values of `keys` in words (`sas.display_value`; IPC as 'IPC 50'), joined by commas; a blank value is left out."
+    return frame[list(keys)].apply(lambda r: ", ".join(w for w in (f"IPC {v}" if k == "ipc" else display_value(k, v)
+                                                                    for k, v in r.items()) if w), axis=1)
 
 def _hue_labels(frame: pd.DataFrame, hues: Sequence[str], x: str) -> pd.Series:
     "One legend label per row: the hue values in words (`sas.display_value`), with the training runs behind each point."
     lab = _cell_words(frame, hues)
     runs = frame.assign(_line=lab).groupby(["_line", x])["accuracy"].size().groupby(level=0).max()
-    return lab + " (" + lab.map(runs).astype(str) + " runs per point)"
+    n = lab.map(runs).map(lambda v: f"{v:.0f}" if pd.notna(v) else "no")      # (a line without x values has no points)
+    return lab + " (" + n + " runs per point)"
 
 def plot_table(df: pd.DataFrame, spec: TableSpec, path: Path) -> Path:
     """Accuracy against `plot.x`, one line per `plot.hue` (one column or several, e.g. [ipc, selector] puts SAS and its
@@ -685,7 +687,7 @@ GALLERY_STUDIES = {      # figures/ prefix → what it is, how it is regenerated
         reproduces="CONCORD Table 10 (its ratios printed beside)", scale="embedded",
         command="python benchmarks/concord_cost.py --figures", provenance="concord_embedded_cost_record.json"),
 }
-_PAPER_ITEM = re.compile(r"^(\w+) ((?:Tables?|Figs?\.) [\d, and]*\d)")
+_PAPER_ITEM = re.compile(r"^(\w+(?: [a-z]+)?) ((?:supp\. )?(?:Tables?|Figs?\.) [\d, and]*\d)")   # "SAS Table 2", "Patch selection supp. Table 7"
 
 def _provenance(path: Path) -> list[tuple[str, bool]]:
     "(git sha, dirty) pairs of the records behind a provenance file (records CSV, long table, or a record JSON)."
