@@ -182,3 +182,13 @@ def test_delta_label_uses_the_baselines_own_set_name_when_rows_have_one():
     rows = pd.DataFrame([dict(method="dit", selector="", set="DiT†"), dict(method="random", selector="ipc50", set="random real")])
     assert delta_label("dit", rows) == "DiT†" and delta_label("random/ipc50", rows) == "random real (ipc50)"
     assert delta_label("dit") == delta_label("dit", rows.drop(columns="set")) != "DiT†"     # SAS's wording otherwise
+
+
+def test_paper_item_names_the_method_and_its_table_or_figure():
+    "The gallery's 'reproduces' column: the method and item from a table title, one- or two-word method names, supp."
+    from ddrepro.reports import _PAPER_ITEM
+    got = {t: (m.group(1), m.group(2)) if (m := _PAPER_ITEM.match(t)) else None for t in (
+        "SAS Table 2 (embedded): ResNetAP-10", "Patch selection supp. Table 7 (embedded): range", "CONCORD Fig. 3 (embedded)",
+        "Patch selection Figs. 6 and 8", "embedded zoo samples")}
+    assert list(got.values()) == [("SAS", "Table 2"), ("Patch selection", "supp. Table 7"), ("CONCORD", "Fig. 3"),
+                                  ("Patch selection", "Figs. 6 and 8"), None]
