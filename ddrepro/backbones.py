@@ -26,7 +26,8 @@ __all__ = ['WEIGHT_FILES', 'HUB', 'META_DIT_URL', 'DIT_HEADS', 'META_TIMESTEPS_F
            'CLIP_MEAN', 'CLIP_STD', 'Asset', 'weights_sha256', 'hub_entry', 'hub_snapshot', 'meta_dit_config',
            'convert_meta_dit', 'meta_dit_compat', 'read_checkpoint', 'load_dit', 'load_vae', 'load_ddpm',
            'TextBackbone', 'load_text_backbone', 'tiny_clip_text', 'load_clip', 'ClipEncoder', 'TeacherHead',
-           'load_teacher', 'load_image_text_encoder', 'check_encoder_spec']
+           'torchvision_weights', 'torchvision_checkpoint', 'load_teacher', 'load_image_text_encoder',
+           'check_encoder_spec']
 
 # %% ../nbs/05_backbones.ipynb #83a3dbde
 @dataclass
@@ -520,17 +521,38 @@ def _head_classes(sd: dict) -> int:
     if not mats: raise AssetError("checkpoint has no linear classifier weight")
     return int(mats[-1].shape[0])
 
+def torchvision_weights(spec: str):
+    """The torchvision weights entry of a teacher spec 'torchvision:<model>[@<VERSION>]' (e.g. 'torchvision:resnet50@IMAGENET1K_V1';
+    no version: the model's DEFAULT). Metadata only: nothing is loaded or downloaded."""
+    import torchvision
+    if not spec.startswith("torchvision:"): raise ConfigError(f"teacher={spec!r}: expected 'torchvision:<model>[@<weights version>]'")
+    name, _, version = spec.removeprefix("torchvision:").partition("@")
+    try:
+        enum = torchvision.models.get_model_weights(name)
+    except (ValueError, KeyError):
+        raise ConfigError(f"teacher={spec!r}: torchvision has no model {name!r} with pretrained weights") from None
+    if not version or version == "DEFAULT": return enum.DEFAULT
+    names = [w.name for w in enum]                       # the versions, without the DEFAULT alias
+    if version not in names:
+        raise ConfigError(f"teacher={spec!r}: torchvision's {name} has no weights {version!r}; "
+                          f"expected one of {names} or DEFAULT (= {enum.DEFAULT.name})")
+    return enum[version]
+
+def torchvision_checkpoint(spec: str) -> Path:
+    "Where the torch hub cache keeps the weights file of a 'torchvision:<model>[@<VERSION>]' spec (it may not exist)."
+    from urllib.parse import urlparse
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(torchvision_weights(spec).url).path).name
+
 def _hub_teacher(spec: str) -> nn.Module:
     "ImageNet-1K pretrained torchvision / timm model from the LOCAL cache only (never downloads)."
     src, name = spec.split(":", 1)
+    if src == "torchvision": w = torchvision_weights(spec)        # a bad model name or weights version: ConfigError, not AssetError
     try:
         if src == "torchvision":
             import torchvision
-            from urllib.parse import urlparse
-            w = torchvision.models.get_model_weights(name).DEFAULT
-            path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(w.url).path).name
-            if not path.is_file(): raise FileNotFoundError(f"{path} is not in the torch hub cache")
-            net = torchvision.models.get_model(name, weights=None)
+            path = torchvision_checkpoint(spec)
+            if not path.is_file(): raise FileNotFoundError(f"{path} ({w}) is not in the torch hub cache")
+            net = torchvision.models.get_model(name.partition("@")[0], weights=None)
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             return Normalized(net, w.transforms().mean, w.transforms().std)
         import timm

@@ -237,7 +237,7 @@ def test_every_cell_evaluates_with_the_papers_protocol(tab):
     "Supp. B: RDED's protocol, soft labels, 300 epochs, AdamW 1e-3 / wd 0.01, cosine, mini-batch = IPC, 224 px (ConvNet-5 128)."
     for cell, p in _cells(tab):
         assert p["train_batch_size"] == "ipc" and not p.get("eval_overrides"), cell
-        teacher = "torchvision:resnet101" if p["students"] == ["resnet101"] else "torchvision:resnet18"
+        teacher = "torchvision:resnet101@IMAGENET1K_V1" if p["students"] == ["resnet101"] else "torchvision:resnet18"
         assert (p["teacher"], p.get("teacher_arch"), p["diagnostics_teacher"]) == (teacher, None, "torchvision:resnet18"), cell
         for st in p["students"]:
             e, where = _eval(p, st), f"{tab.name} {cell} {st}"

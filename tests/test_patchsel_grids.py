@@ -11,6 +11,7 @@ from functools import partial
 import pandas as pd
 import pytest
 
+from ddrepro.backbones import torchvision_weights
 from ddrepro.core import config_from_namespace, project_root
 from ddrepro.data import DATASETS, check_val_split, class_map
 from ddrepro.evaluate import EvalConfig, eval_config, rded_batch_size
@@ -44,7 +45,7 @@ NOT_STUDENTS = {"swin_t", "vit_b_16"}          # printed student columns (Tables
 CSV_HEAD = ["table", "source", "dataset", "model", "method", "ipc", "assembly", "teacher", "cluster_features", "t_lo",
             "t_hi", "short_side", "window", "mean", "std"]
 IN1K = ["imagenet1k"]
-TEACHERS = ["torchvision:resnet18", "torchvision:resnet50", "torchvision:resnet101", "torchvision:mobilenet_v2",
+TEACHERS = ["torchvision:resnet18", "torchvision:resnet50@IMAGENET1K_V1", "torchvision:resnet101@IMAGENET1K_V1", "torchvision:mobilenet_v2@IMAGENET1K_V1",
             "torchvision:efficientnet_b0", "torchvision:swin_t", "torchvision:vit_b_16"]
 CROSS = ["resnet18", "resnet50", "resnet101", "mobilenet_v2", "efficientnet_b0"]   # Tables 4 / 8 students we run
 
@@ -253,6 +254,8 @@ def test_every_cell_evaluates_with_the_papers_protocol(tab, Config):
             assert (cfg.teacher, cfg.teacher_arch) == (f"data/pretrain_models/{RDED_OBSERVER[s]}_resnet18.pth", "resnet18"), cell
         elif s == "imagenet1k":
             assert cfg.teacher_arch is None and cfg.teacher == (cell["teacher"] if "teacher" in cell else "torchvision:resnet18"), cell
+            # RDED's code: torchvision pretrained=True, i.e. the V1 weights file of every teacher (DEFAULT is V2 for three)
+            assert torchvision_weights(cfg.teacher).name == "IMAGENET1K_V1", cell
         else:
             assert cfg.teacher.startswith(f"data/pretrain_models/{s}_"), cell
 
