@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -26,8 +27,8 @@ __all__ = ['WEIGHT_FILES', 'HUB', 'META_DIT_URL', 'DIT_HEADS', 'META_TIMESTEPS_F
            'CLIP_MEAN', 'CLIP_STD', 'Asset', 'weights_sha256', 'hub_entry', 'hub_snapshot', 'meta_dit_config',
            'convert_meta_dit', 'meta_dit_compat', 'read_checkpoint', 'load_dit', 'load_vae', 'load_ddpm',
            'TextBackbone', 'load_text_backbone', 'tiny_clip_text', 'load_clip', 'ClipEncoder', 'TeacherHead',
-           'torchvision_weights', 'torchvision_checkpoint', 'load_teacher', 'load_image_text_encoder',
-           'check_encoder_spec']
+           'rded_convnet_keys', 'torchvision_weights', 'torchvision_checkpoint', 'load_teacher',
+           'load_image_text_encoder', 'check_encoder_spec']
 
 # %% ../nbs/05_backbones.ipynb #83a3dbde
 @dataclass
@@ -515,6 +516,18 @@ def _state_dict_from(path: Path) -> dict:
     if not isinstance(sd, dict): raise AssetError(f"{path}: not a state dict (got {type(sd).__name__})")
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
+_RDED_CONV = re.compile(r"layers\.(conv|norm)\.(\d+)\.(.+)")
+
+def rded_convnet_keys(sd: dict) -> dict:
+    """A state dict of RDED's ConvNet (its released `*_conv3.pth` observers: `layers.conv.<d>.*`, `layers.norm.<d>.*`,
+    `classifier.*`) under ddrepro's ConvNet names (`features.<4d>.*` conv, `features.<4d+1>.*` norm: each block is
+    conv, norm, ReLU, pool). Any other state dict comes back unchanged."""
+    if not any(_RDED_CONV.fullmatch(k) for k in sd): return sd
+    def rename(k):
+        m = _RDED_CONV.fullmatch(k)
+        return k if m is None else f"features.{4 * int(m[2]) + (m[1] == 'norm')}.{m[3]}"
+    return {rename(k): v for k, v in sd.items()}
+
 def _head_classes(sd: dict) -> int:
     "Output size of the last 2-D `weight` in a state dict (the classifier)."
     mats = [v for k, v in sd.items() if k.endswith("weight") and getattr(v, "ndim", 0) == 2]
@@ -590,7 +603,7 @@ def load_teacher(teacher: Any, cm: ClassMap, size: int = 32, arch: str | None = 
         path = Path(teacher)
         if not path.is_file(): raise AssetError(f"teacher checkpoint {path} not found")
         if arch is None: raise ConfigError(f"teacher checkpoint {path}: pass arch=<student name> (one of {list(STUDENTS)})")
-        sd = _state_dict_from(path)
+        sd = rded_convnet_keys(_state_dict_from(path))
         model = build_student(arch, _head_classes(sd), size, "soft", cm.dataset, width=width)
         target = model if any(k.startswith("net.") for k in sd) else model.net
         try:
