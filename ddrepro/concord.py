@@ -27,8 +27,9 @@ from .llm import cached_chat
 
 # %% auto #0
 __all__ = ['PAPER', 'EMBEDDED_NEGATIVES', 'OBJECTIVES', 'NEGATIVE_MODES', 'GRAD_PATHS', 'POS_KEY', 'NEG_KEY', 'NEG_TEXTS_KEY',
-           'CONCEPT_PROMPT', 'PROMPT_DATASET_NAMES', 'encoder_tau', 'cosine_loss', 'contrastive_loss', 'concord_loss',
-           'guided_eps', 'concept_prompt', 'concept_messages', 'parse_concepts', 'concepts_path', 'acquire_concepts',
+           'CONCEPT_PROMPT', 'PROMPT_DATASET_NAMES', 'CLASSIFICATION_PROMPT', 'CONCEPT_PROMPTS', 'encoder_tau',
+           'cosine_loss', 'contrastive_loss', 'concord_loss', 'guided_eps', 'concept_prompt', 'concept_messages',
+           'parse_concepts', 'classification_prompt', 'parse_descriptors', 'concepts_path', 'acquire_concepts',
            'load_concepts', 'concept_texts', 'FilteredConcepts', 'class_mean_embedding', 'filter_concepts',
            'class_similarity', 'sample_negatives', 'concord_items', 'ConcordGuidance']
 
@@ -188,6 +189,45 @@ def parse_concepts(reply: str, n: int | None = None) -> list[str]:
         raise DataError(f"<answer> has {len(phrases)} phrases, expected {n}{hint}: {_quote(ans)}")
     return phrases
 
+# %% ../nbs/12_concord.ipynb #2914d7a8
+CLASSIFICATION_PROMPT = (
+    "Q: What are useful visual features for distinguishing a lemur in a photo?\n"
+    "A: There are several useful visual features to tell there is a lemur in a photo:\n"
+    "- four-limbed primate\n- black, grey, white, brown, or red-brown\n- wet and hairless nose with curved nostrils\n"
+    "- long tail\n- large eyes\n- furry bodies\n- clawed hands and feet\n\n"
+    "Q: What are useful visual features for distinguishing a television in a photo?\n"
+    "A: There are several useful visual features to tell there is a television in a photo:\n"
+    "- electronic device\n- black or grey\n- a large, rectangular screen\n- a stand or mount to support the screen\n"
+    "- one or more speakers\n- a power cord\n- input ports for connecting to other devices\n- a remote control\n\n"
+    "Q: What are useful features for distinguishing a {category_name} in a photo?\n"
+    "A: There are several useful visual features to tell there is a {category_name} in a photo:\n-")
+CONCEPT_PROMPTS = ("concord", "classification")        # supp. B's prompt | Menon & Vondrick's (Table 4 "Classification")
+
+def classification_prompt(class_name: str) -> str:
+    "Menon & Vondrick's descriptor prompt for one class (Table 4's \"Classification\" baseline): `CLASSIFICATION_PROMPT` filled."
+    if not isinstance(class_name, str) or not class_name.strip():
+        raise ConfigError(f"class_name={class_name!r}: expected a non-empty class name")
+    return CLASSIFICATION_PROMPT.replace("{category_name}", class_name.strip())
+
+_BULLET_RE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.*\S)\s*$")
+
+def parse_descriptors(reply: str, n: int | None = None, at_least: int = 1) -> list[str]:
+    """The descriptors of a reply to `classification_prompt`: its bulleted lines ("- …", "* …", "• …", "1. …"; the first
+    line as well when it continues the prompt's open "-": it starts with a space or a lower-case letter), cleaned as concepts are → the first `n` (None: all).
+    DataError quoting the reply when fewer than `at_least` come back."""
+    if not isinstance(reply, str): raise DataError(f"LLM reply: expected text, got {type(reply).__name__}")
+    lines = [l for l in reply.splitlines() if l.strip()]
+    items = [m[1] for m in (_BULLET_RE.match(l) for l in lines) if m]
+    first = lines[0] if lines else ""
+    if first and not _BULLET_RE.match(first) and (first[:1].isspace() or first[:1].islower()) and not first.rstrip().endswith(":"):
+        items = [first.strip()] + items                    # the continuation of the prompt's trailing "-" (" four-limbed …")
+    phrases = [q for q in (_clean_phrase(p) for p in items) if q][:n]
+    if len(phrases) < at_least:
+        raise DataError(f"LLM reply has {len(phrases)} bulleted descriptors, expected at least {at_least} "
+                        f"(lines starting with '- '): {_quote(reply)}")
+    return phrases
+
+
 # %% ../nbs/12_concord.ipynb #2a6b301d
 def _check_names(class_names) -> list[str]:
     names = list(class_names) if not isinstance(class_names, str) else None
@@ -209,12 +249,16 @@ def _now() -> str: return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec=
 
 def acquire_concepts(dataset: str, class_names: Sequence[str], client, cache_dir: str | os.PathLike,
                      n: int = PAPER["n_concepts"], *, out: str | os.PathLike | None = None, dataset_name: str | None = None,
-                     retries: int = 1, refresh: bool = False, **gen) -> Path:
+                     retries: int = 1, refresh: bool = False, prompt: str = "concord", **gen) -> Path:
     """§3.2: ask `client` (a `ddrepro.llm` ChatClient: `model_id`, `chat(messages, **gen)`) for `n` concepts of every class
     through `cached_chat` (replies cached in `cache_dir/<dataset>/NNNN-<class>.json`), parse them, and write ONE concept
-    file (`out`, default `cache_dir/<dataset>.json`) atomically after all classes parsed. → its path."""
+    file (`out`, default `cache_dir/<dataset>.json`) atomically after all classes parsed. → its path.
+    `prompt`: 'concord' (supp. B, `concept_prompt`) or 'classification' (Table 4's baseline, `classification_prompt`:
+    the first `n` of its bulleted descriptors, at least min(n, 5); replies cached under `cache_dir/<dataset>-classification/`)."""
     names = _check_names(class_names)
     n, retries = _check_count(n), _check_count(retries, "retries", 0)
+    if prompt not in CONCEPT_PROMPTS: raise ConfigError(f"prompt={prompt!r}: expected one of {list(CONCEPT_PROMPTS)}")
+    cls = prompt == "classification"
     if not callable(getattr(client, "chat", None)):
         raise ConfigError(f"client {type(client).__name__}: expected a ddrepro.llm ChatClient with chat(messages, **gen)")
     model_id = getattr(client, "model_id", None)
@@ -222,13 +266,14 @@ def acquire_concepts(dataset: str, class_names: Sequence[str], client, cache_dir
     out = Path(out) if out is not None else Path(cache_dir) / f"{dataset}.json"
     entries = []
     for i, name in enumerate(names):
-        msgs = concept_messages(name, dataset_name, n)
-        path = Path(cache_dir) / dataset / f"{i:04d}-{_slug(name)}.json"
+        msgs = [{"role": "user", "content": classification_prompt(name)}] if cls else concept_messages(name, dataset_name, n)
+        path = Path(cache_dir) / (f"{dataset}-classification" if cls else dataset) / f"{i:04d}-{_slug(name)}.json"
         err = None
         for attempt in range(retries + 1):
             rec = cached_chat(path, client, msgs, refresh=refresh or attempt > 0, **gen)
             try:
-                phrases = parse_concepts(rec["reply"], n); break
+                phrases = parse_descriptors(rec["reply"], n, min(n, PAPER["keep"])) if cls else parse_concepts(rec["reply"], n)
+                break
             except DataError as e: err = e
         else:
             raise DataError(f"class {name!r} of {dataset}: the LLM reply (cached in {path}) is malformed after "
@@ -236,10 +281,12 @@ def acquire_concepts(dataset: str, class_names: Sequence[str], client, cache_dir
         entries.append({"index": i, "class": name, "phrases": phrases, "raw_reply": rec["reply"],
                         "provenance": {"source": "llm", "model": model_id, "cache": str(path),
                                        **{k: rec[k] for k in ("date", "key") if k in rec}}})
-    doc = {"dataset": dataset, "model": model_id, "date": _now(), "prompt": CONCEPT_PROMPT,
-           "prompt_dataset_name": dataset_name, "n": n,
-           "provenance": f"concepts retrieved from {model_id} with the CONCORD supp.-B prompt (one query per class), "
-                         "parsed by ddrepro.concord.parse_concepts", "classes": entries}
+    how = ("Menon & Vondrick's descriptor prompt (CONCORD Table 4's Classification baseline; one query per class), the "
+           f"first {n} bullets by ddrepro.concord.parse_descriptors") if cls else \
+          "the CONCORD supp.-B prompt (one query per class), parsed by ddrepro.concord.parse_concepts"
+    doc = {"dataset": dataset, "model": model_id, "date": _now(), "prompt": CLASSIFICATION_PROMPT if cls else CONCEPT_PROMPT,
+           "prompt_name": prompt, "prompt_dataset_name": None if cls else dataset_name, "n": n,
+           "provenance": f"concepts retrieved from {model_id} with {how}", "classes": entries}
     write_json(out, doc)
     return out
 

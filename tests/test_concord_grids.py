@@ -34,7 +34,7 @@ GPT35 = "openai:gpt-3.5-turbo@https://api.openai.com/v1"
 KNOWN_PARAMS = {
     "dataset", "ipc", "seed", "out_dir", "device", "data_root", "val_split", "val_root",
     "bases", "lam", "tau", "objective", "n_neg", "neg_mode", "similar_range", "neg_pool", "grad_path", "keep", "concepts",
-    "llm", "filter_real_per_class", "encoder", "num_steps", "cfg_scale", "dit_weights", "minimax_weights", "pool_vae",
+    "llm", "concept_prompt", "filter_real_per_class", "encoder", "num_steps", "cfg_scale", "dit_weights", "minimax_weights", "pool_vae",
     "minimax_steps", "minimax_per_class", "unclip", "unclip_cfg_scale", "unclip_noise_level", "unclip_templates",
     "positives", "prompt_concepts", "batch_size", "threads", "out_size", "students", "protocol", "preset", "repeats", "teacher",
     "teacher_arch", "train_batch_size", "eval_overrides", "eval_workers", "baselines", "diagnostics_teacher", "figures",
@@ -44,7 +44,7 @@ BASELINE_ROWS = {"random_real": "random", "herding": "herding", "kcenter": "kcen
 RUN_METHODS = {"dit", "minimax", "unclip", *BASELINE_ROWS.values()}                     # run_concord's result rows
 LITERATURE = {"mtt", "sre2l", "rded", "idm", "full"}                                    # printed, never run here
 CSV_HEAD = ["table", "source", "dataset", "model", "method", "ipc", "selector", "objective", "neg_mode", "similar_range",
-            "llm", "prompt_concepts", "mean", "std"]
+            "llm", "concept_prompt", "prompt_concepts", "mean", "std"]
 
 # what each paper-scale file reproduces: (its CSV or None when the paper prints no number, datasets, students, IPCs)
 WOOF3 = ["convnet5", "resnet18", "resnet101"]
@@ -52,6 +52,7 @@ TABLES = {
     "concord/table1": ("concord_table1.csv", ["imagewoof"], WOOF3, [1, 10, 50]),
     "concord/table2": ("concord_table2.csv", ["imagenet100", "imagenet1k"], ["resnet18"], [1, 10, 50]),
     "concord/table4": ("concord_table4.csv", ["imagewoof"], ["resnet18"], [1, 10, 50]),
+    "concord/table4_classification": ("concord_table4.csv", ["imagewoof"], ["resnet18"], [1, 10, 50]),
     "concord/table5": ("concord_table5.csv", ["imagewoof"], ["resnet18"], [1, 10, 50]),
     "concord/table5_similar": ("concord_table5.csv", ["imagewoof"], ["resnet18"], [1, 10, 50]),
     "concord/table6": ("concord_table6.csv", ["imagewoof"], ["resnet18"], [1, 10, 50]),
@@ -118,8 +119,6 @@ def _gap(csv: str, line: dict) -> str | None:
     "Why a printed number of a method we run has no cell (None: it must have one). Kept exact by the test below."
     if csv == "concord_table3.csv":
         return "Food-101 is not a ddrepro dataset (ddrepro.data.DATASETS)"
-    if csv == "concord_table4.csv" and line["selector"] == "concord" and not line["llm"]:
-        return "Classification: Menon & Vondrick's prompt; ddrepro.concord asks with the supp.-B prompt only"
     if line["objective"] in ("classifier", "combination"):
         return "classifier guidance: ddrepro.concord has no classifier-guidance hook"
     return None
@@ -212,6 +211,9 @@ def test_the_bases_sample_the_right_weights(tab):
 def test_the_ablations_vary_only_what_their_tables_vary():
     ax = {name: BY_NAME[name].grid for name in TABLES}
     assert ax["concord/table4"]["llm"] == [GPT35, GPT4O]                                 # Ours-3.5, Ours-4
+    assert BY_NAME["concord/table4"].base["concept_prompt"] == "concord"
+    assert (BY_NAME["concord/table4_classification"].base["concept_prompt"], BY_NAME["concord/table4_classification"].base["llm"]) \
+        == ("classification", GPT4O)                                                     # Classification: Menon & Vondrick on GPT-4o
     assert ax["concord/table5"]["neg_mode"] == ["random", "weighted"]
     assert ax["concord/table5_similar"]["similar_range"] == [10, 25, 50]                # Similar-10 / -25 / -50
     assert ax["concord/table6"]["objective"] == ["contrastive", "cosine"]
@@ -360,7 +362,6 @@ def test_a_cell_behind_every_printed_number_we_run():
     got = sorted((n, l["method"], l["selector"], l["objective"], l["ipc"]) for n, l, _ in gaps)
     want = sorted([("concord_table3.csv", m, sel, "", str(i)) for m, sel in (("random", ""), ("unclip", ""), ("unclip", "concord"))
                    for i in (1, 10, 50)]
-                  + [("concord_table4.csv", "unclip", "concord", "", str(i)) for i in (1, 10, 50)]
                   + [(n, "unclip", "concord", o, str(i)) for n, o in (("concord_table6.csv", "classifier"),
                      ("concord_table7.csv", "classifier"), ("concord_table7.csv", "combination")) for i in (1, 10, 50)])
     assert got == want
@@ -371,7 +372,7 @@ def test_cells_run_only_the_papers_columns(tab):
     "No cell makes rows for a column its table lacks — but the base sets beside the tables that print only ^c rows."
     paper = {(r["method"], r["selector"]) for r in paper_csv(tab.paper).to_dict("records")}
     ours = {(r["method"], r["selector"]) for _, p in _cells(tab) for r in _produced(p)}
-    extra = {"concord/table4": {("unclip", "")}, "concord/table5": {("unclip", "")}, "concord/table5_similar": {("unclip", "")},
+    extra = {"concord/table4": {("unclip", "")}, "concord/table4_classification": {("unclip", "")}, "concord/table5": {("unclip", "")}, "concord/table5_similar": {("unclip", "")},
              "concord/table8": {("minimax", "")},                      # every base is made without and with CONCORD:
              "concord/table1": {("dit", "concord")}, "concord/table2": {("dit", "concord")}}.get(tab.name, set())   # DiT^c: Table 6
     assert ours - paper == extra, f"{tab.name}: {ours - paper}"
@@ -383,7 +384,8 @@ def test_cells_run_only_the_papers_columns(tab):
 
 @pytest.mark.parametrize("name,expect", [("concord/table9", {("unclip", "", "True", "10"): "37.1 ± 0.7",
                                                             ("unclip", "concord", "False", "50"): "66.1 ± 1.1"}),
-                                         ("concord/table4", {("unclip", "concord", GPT35, "1"): "16.8 ± 0.5"})])
+                                         ("concord/table4", {("unclip", "concord", GPT35, "1"): "16.8 ± 0.5"}),
+                                         ("concord/table4_classification", {("unclip", "concord", GPT4O, "10"): "38.2 ± 1.3"})])
 def test_a_drawn_table_shows_the_papers_numbers_beside_ours(tmp_path, name, expect):
     "Fake records of every cell through ddrepro-table's drawing: the printed number lands beside the cell it belongs to."
     from ddrepro.core import RunRecord
@@ -405,7 +407,8 @@ def test_a_drawn_table_shows_the_papers_numbers_beside_ours(tmp_path, name, expe
     got = {tuple(r[c] for c in cols): r["paper"] for r in sbs.to_dict("records")}
     for key, paper in expect.items():
         assert got[key] == paper, sbs.to_string()
-    assert (~sbs["paper"].isin(["", "–"])).sum() == len(paper_csv(tab.paper)) - (3 if name == "concord/table4" else 0)
+    shown = {"concord/table4": 6, "concord/table4_classification": 3}              # Table 4's lines split over its two files
+    assert (~sbs["paper"].isin(["", "–"])).sum() == shown.get(name, len(paper_csv(tab.paper)))
 
 
 def test_the_run_notebook_stops_in_its_preflight_naming_the_llm_endpoint(tmp_path):
