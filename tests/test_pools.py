@@ -180,8 +180,17 @@ def test_per_item_prompts_and_init_latents(tmp_path):
     make_pool(tg, cm, 4, 0, tmp_path / "p", batch_size=5, device="cpu", payload=prompt, classes=[3])
     im = [read_image(tmp_path / "p" / "3" / f"{k}.png") for k in range(4)]
     assert not torch.equal(im[0], im[1])                          # one class, two prompts → different images
-    same = tg.generate([3], [pool_seed(0, "3", 2)], ["3/2"], {"prompt": ["a shirt"]})
-    assert torch.equal(read_image(tmp_path / "p" / "3" / "2.png"), (same[0] * 255).round().clamp(0, 255).to(torch.uint8))
+    # the pool is what one batch of the four items with their own prompts makes, to the grey level
+    u8 = lambda x: (x * 255).round().clamp(0, 255).to(torch.uint8)
+    names, seeds = [f"3/{k}" for k in range(4)], [pool_seed(0, "3", k) for k in range(4)]
+    batch = tg.generate([3] * 4, seeds, names, {"prompt": [prompt(3, k)["prompt"] for k in range(4)]})
+    assert torch.equal(u8(batch), torch.stack(im))
+    # item 2 alone with its own prompt repeats it up to float rounding (a batch's sums differ in the last bits); the other
+    # prompt moves it far more
+    same = tg.generate([3], seeds[2:3], names[2:3], {"prompt": ["a shirt"]})
+    other = tg.generate([3], seeds[2:3], names[2:3], {"prompt": ["a long grey woollen shirt"]})
+    d_same, d_other = (batch[2] - same[0]).abs().max().item(), (batch[2] - other[0]).abs().max().item()
+    assert d_same < 1e-5 and d_other > 100 * max(d_same, 1e-7), (d_same, d_other)
     # per-item init latents (img2img): the init changes the image, the same init and seed repeat it
     z = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0)) * 3
     tg.strength = 0.5
