@@ -12,7 +12,7 @@ T ?= sas/embedded/table6
 # (a line per ~10 % of a loop or 30 s: pool batches, Minimax steps, student epochs) instead of a still cell counter
 LOG_PAPERMILL := DDREPRO_PROGRESS=log $(BIN)/papermill --log-output --no-progress-bar
 
-.PHONY: help install data demo lab docs docs-deps test check-clean nbtest pytest bench zoo table figures clean-runs
+.PHONY: help install data demo lab docs docs-deps test test-all check-clean nbtest pytest pytest-slow bench zoo table figures clean-runs
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -56,10 +56,15 @@ check-clean:  ## notebooks clean and the export in sync (both must be no-ops)
 nbtest:  ## run every API notebook (flags gpu/slow/hub skipped); run notebooks are tested by pytest
 	DDREPRO_EVAL_CACHE=off $(BIN)/nbdev_test --n_workers 2 --skip_file_re '^(run_|make_figures|[_.])'
 
-pytest:  ## the test suite, `slow` tests included (CI runs them; a bare `pytest` skips them)
-	$(BIN)/pytest -q -ra --runslow --durations=15 tests
+pytest:  ## the test suite but the `slow` tests (papermill smoke runs, browser tests, benchmark smoke runs)
+	$(BIN)/pytest -q -ra --durations=15 tests
 
-test: install docs-deps check-clean nbtest pytest  ## install, then everything CI checks
+pytest-slow:  ## only the `slow` tests (each over ~30 s on 2 cores; about 20 min in all)
+	$(BIN)/pytest -q -ra --runslow -m slow --durations=25 tests
+
+test: install docs-deps check-clean nbtest pytest  ## install, then the checks and every test but the slow ones (under 20 min on 2 cores)
+
+test-all: test pytest-slow  ## `make test`, then the slow tests (what CI runs when its time allows)
 
 bench: install  ## speed benchmarks (ratios printed side by side)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
