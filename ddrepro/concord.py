@@ -26,18 +26,21 @@ from .diffusion import Items, predict_x0
 from .llm import cached_chat
 
 # %% auto #0
-__all__ = ['PAPER', 'EMBEDDED_NEGATIVES', 'OBJECTIVES', 'NEGATIVE_MODES', 'GRAD_PATHS', 'POS_KEY', 'NEG_KEY', 'NEG_TEXTS_KEY',
-           'CONCEPT_PROMPT', 'PROMPT_DATASET_NAMES', 'CLASSIFICATION_PROMPT', 'CONCEPT_PROMPTS', 'encoder_tau',
-           'cosine_loss', 'contrastive_loss', 'concord_loss', 'guided_eps', 'concept_prompt', 'concept_messages',
-           'parse_concepts', 'classification_prompt', 'parse_descriptors', 'concepts_path', 'acquire_concepts',
-           'load_concepts', 'concept_texts', 'FilteredConcepts', 'class_mean_embedding', 'filter_concepts',
-           'class_similarity', 'sample_negatives', 'concord_items', 'ConcordGuidance']
+__all__ = ['PAPER', 'EMBEDDED_NEGATIVES', 'OBJECTIVES', 'GUIDANCE_OBJECTIVES', 'NEGATIVE_MODES', 'GRAD_PATHS', 'POS_KEY',
+           'NEG_KEY', 'NEG_TEXTS_KEY', 'CONCEPT_PROMPT', 'PROMPT_DATASET_NAMES', 'CLASSIFICATION_PROMPT',
+           'CONCEPT_PROMPTS', 'encoder_tau', 'cosine_loss', 'contrastive_loss', 'concord_loss', 'guided_eps',
+           'concept_prompt', 'concept_messages', 'parse_concepts', 'classification_prompt', 'parse_descriptors',
+           'concepts_path', 'acquire_concepts', 'load_concepts', 'concept_texts', 'FilteredConcepts',
+           'class_mean_embedding', 'filter_concepts', 'class_similarity', 'sample_negatives', 'concord_items',
+           'classifier_loss', 'ConcordGuidance']
 
 # %% ../nbs/12_concord.ipynb #6bf2a31e
 PAPER = dict(lam=1.0, tau=0.01, n_concepts=10, keep=5, n_neg=10, num_steps=50, neg_mode="weighted",
-             objective="contrastive", grad_path="model", text_format="{class_name} with {concept}.")
+             objective="contrastive", grad_path="model", text_format="{class_name} with {concept}.",
+             cls_weight=0.05)       # §4.3 / Tables 6-7: the classifier-guidance ablation's weight, "after tuning"
 EMBEDDED_NEGATIVES = 5      # Fashion-MNIST has 9 other classes: 10 is impossible, 9 would fix the class draw
-OBJECTIVES = ("contrastive", "cosine")
+OBJECTIVES = ("contrastive", "cosine")                                   # the concept objectives, Eqs. 11 / 10
+GUIDANCE_OBJECTIVES = OBJECTIVES + ("classifier", "combination")       # + Tables 6 / 7's classifier-guidance rows
 NEGATIVE_MODES = ("random", "similar", "weighted")
 GRAD_PATHS = ("model", "detached")
 POS_KEY, NEG_KEY, NEG_TEXTS_KEY = "concord_pos", "concord_neg", "concord_neg_texts"   # Items.payload keys
@@ -480,30 +483,53 @@ def concord_items(labels, seeds: Sequence[int], encoder, concepts: Mapping[str, 
     return Items(y, seeds, None if ids is None else list(ids), {POS_KEY: pos, NEG_KEY: neg, NEG_TEXTS_KEY: neg_texts})
 
 # %% ../nbs/12_concord.ipynb #8baa3803
+def classifier_loss(logits: torch.Tensor, labels) -> torch.Tensor:
+    """Classifier guidance's objective (Dhariwal & Nichol, "Diffusion Models Beat GANs on Image Synthesis", arXiv:2105.05233;
+    CONCORD §4.3, Tables 6 / 7 "Classifier"): L = −log p_φ(y | x̂₀) = −log softmax(logits)_y per sample, fp32 → (B,).
+    Descending it with `guided_eps` at weight w is ε̂ = ε − w·√(1−ᾱ_t)·∇ log p_φ(y | x̂₀)."""
+    logits = torch.as_tensor(logits).float()
+    y = torch.as_tensor(labels, dtype=torch.long, device=logits.device).reshape(-1)
+    if logits.dim() != 2 or logits.shape[0] != len(y):
+        raise ConfigError(f"logits {tuple(logits.shape)}: expected (B, classes) with B = {len(y)} labels")
+    if len(y) and (y.min() < 0 or y.max() >= logits.shape[1]):
+        raise ConfigError(f"labels {y.tolist()[:8]}: expected class indices < {logits.shape[1]} (the classifier's outputs)")
+    return F.cross_entropy(logits, y, reduction="none")
+
 class ConcordGuidance:
     """Alg. 1 / Eq. 9 as a `ddrepro.diffusion.denoise` guidance hook: at every step, L = Eq. 11 (`objective='contrastive'`,
     Eq. 10 without negatives) or Eq. 10 (`'cosine'`) between `encoder.encode_image(decode(x̂₀), grad=True)` and each
     item's payload `concord_pos` (B, P, d) / `concord_neg` (B, N, d) (`concord_items`), summed over the batch;
     ε̂ = ε + λ√(1−ᾱ_t)∇_{x_t}L (`guided_eps`). `grad_path`: 'model' (through ε_θ, default) or 'detached' (x̂₀ from a
-    detached ε). `vae`: decode x̂₀ with it in fp32 (default: the sampler's `ctx.decode`). λ = 0: ε unchanged, no gradients."""
+    detached ε). `vae`: decode x̂₀ with it in fp32 (default: the sampler's `ctx.decode`). λ = 0: ε unchanged, no gradients.
+    Tables 6 / 7's ablation rows: `objective='classifier'` (L = `classifier_loss` of `classifier(x̂₀)` against the items'
+    labels, weight `cls_weight`; no concepts, `encoder` may be None) and `'combination'` (λ·Eq. 11 + cls_weight·classifier).
+    `classifier`: [0, 1] images in, logits in the dataset's class order out (`backbones.load_teacher`), fed x̂₀ resized
+    to `classifier_size` (None: as decoded)."""
 
     def __init__(self, encoder, lam: float = PAPER["lam"], tau: float = PAPER["tau"], objective: str = "contrastive",
-                 grad_path: str = "model", vae=None):
-        if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not math.isfinite(lam):
-            raise ConfigError(f"lam={lam!r}: expected a finite informing weight λ (paper: 1; 0 = the base sampler)")
+                 grad_path: str = "model", vae=None, classifier=None, cls_weight: float = PAPER["cls_weight"],
+                 classifier_size: int | None = None):
+        for name, v in (("lam", lam), ("cls_weight", cls_weight)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise ConfigError(f"{name}={v!r}: expected a finite guidance weight (paper: λ = 1; classifier 0.05; 0 = no guidance)")
         if not (isinstance(tau, numbers.Real) and math.isfinite(tau) and tau > 0):
             raise ConfigError(f"tau={tau!r}: expected a positive temperature (paper scale 0.01, or encoder_tau(encoder))")
-        if objective not in OBJECTIVES: raise ConfigError(f"objective={objective!r}: expected one of {OBJECTIVES}")
+        if objective not in GUIDANCE_OBJECTIVES: raise ConfigError(f"objective={objective!r}: expected one of {GUIDANCE_OBJECTIVES}")
         if grad_path not in GRAD_PATHS: raise ConfigError(f"grad_path={grad_path!r}: expected one of {GRAD_PATHS}")
-        if not callable(getattr(encoder, "encode_image", None)):
+        self.uses_concepts, self.uses_classifier = objective != "classifier", objective in ("classifier", "combination")
+        if self.uses_concepts and not callable(getattr(encoder, "encode_image", None)):
             raise ConfigError(f"encoder {type(encoder).__name__} has no encode_image(x, grad=True)")
+        if self.uses_classifier and not callable(classifier):
+            raise ConfigError(f"objective={objective!r} needs a classifier ([0, 1] images → logits in the dataset's class order, "
+                              "e.g. ddrepro.backbones.load_teacher(...)[0])")
         self.encoder, self.lam, self.tau, self.objective, self.grad_path, self.vae = encoder, float(lam), float(tau), objective, grad_path, vae
+        self.classifier, self.cls_weight, self.classifier_size = classifier, float(cls_weight), classifier_size
         self.history: list[dict] = []
 
     @property
     def requires_grad(self) -> bool:
-        "The sampler gives x_t with grad only when there is something to guide (λ ≠ 0)."
-        return self.lam != 0
+        "The sampler gives x_t with grad only when there is something to guide (a weight ≠ 0)."
+        return (self.uses_concepts and self.lam != 0) or (self.uses_classifier and self.cls_weight != 0)
 
     def _decode(self, ctx):
         if self.vae is not None:
@@ -517,37 +543,58 @@ class ConcordGuidance:
             raise ConfigError("ConcordGuidance needs the decoded x̂₀: sample with a VAE (the sampler's ctx.decode) or pass vae=")
         return ctx.decode
 
-    def __call__(self, x_t: torch.Tensor, t: int, eps: torch.Tensor, x0_hat: torch.Tensor, ctx) -> torch.Tensor:
-        if self.lam == 0: return eps
-        pay = ctx.payload
+    def _concept_loss(self, img, pay, dev, step):
+        "Eq. 11 / 10 of the decoded batch against its items' positives and negatives → (per-sample loss, embedding, pos, neg)."
         if POS_KEY not in pay:
             raise ConfigError(f"ConcordGuidance: the batch's items carry no '{POS_KEY}' payload; build them with concord_items(...) "
                               "and pass items= to the sampler")
-        if not x_t.requires_grad:
-            raise ConfigError("ConcordGuidance: x_t does not require grad; the sampler must honour the hook's requires_grad")
-        dev = x_t.device
         pos = pay[POS_KEY].to(dev).float()
         neg = pay.get(NEG_KEY)
         neg = None if neg is None else neg.to(dev).float()
+        with torch.autocast(dev.type, enabled=False):
+            emb = self.encoder.encode_image(img, grad=True)
+        if not (torch.is_tensor(emb) and emb.requires_grad):
+            raise ConfigError(f"step {step}: {type(self.encoder).__name__}.encode_image(x, grad=True) returned an embedding "
+                              "that does not require grad: CONCORD needs an image encoder differentiable in its input pixels "
+                              "(the zoo's ImageTextEncoder and backbones.ClipEncoder are)")
+        emb = emb.float()
+        objective = "contrastive" if self.objective == "combination" else self.objective
+        return concord_loss(emb, pos, neg, self.tau, objective), emb, pos, neg
+
+    def _classifier_loss(self, img, ctx, dev):
+        "`classifier_loss` of the decoded batch against its items' labels → (B,)."
+        if ctx.items is None: raise ConfigError("ConcordGuidance: classifier guidance needs the items' labels: pass items= to the sampler")
+        s = self.classifier_size
+        x = img if s is None or tuple(img.shape[-2:]) == (s, s) else F.interpolate(img, size=(s, s), mode="bilinear", align_corners=False)
+        with torch.autocast(dev.type, enabled=False):
+            logits = self.classifier(x)
+        return classifier_loss(logits, ctx.items.labels.to(dev))
+
+    def __call__(self, x_t: torch.Tensor, t: int, eps: torch.Tensor, x0_hat: torch.Tensor, ctx) -> torch.Tensor:
+        if not self.requires_grad: return eps
+        if not x_t.requires_grad:
+            raise ConfigError("ConcordGuidance: x_t does not require grad; the sampler must honour the hook's requires_grad")
+        dev = x_t.device
         x0 = x0_hat if self.grad_path == "model" else predict_x0(x_t, eps.detach(), ctx.alpha_bar)
         with torch.enable_grad():
             img = self._decode(ctx)(x0).float()
-            with torch.autocast(dev.type, enabled=False):
-                emb = self.encoder.encode_image(img, grad=True)
-            if not (torch.is_tensor(emb) and emb.requires_grad):
-                raise ConfigError(f"step {ctx.step}: {type(self.encoder).__name__}.encode_image(x, grad=True) returned an embedding "
-                                  "that does not require grad: CONCORD needs an image encoder differentiable in its input pixels "
-                                  "(the zoo's ImageTextEncoder and backbones.ClipEncoder are)")
-            emb = emb.float()
-            per = concord_loss(emb, pos, neg, self.tau, self.objective)              # (B,)
-            g, = torch.autograd.grad(per.sum(), x_t, allow_unused=True)
+            per = emb = lc = None
+            if self.uses_concepts: per, emb, pos, neg = self._concept_loss(img, ctx.payload, dev, ctx.step)    # (B,)
+            if self.uses_classifier: lc = self._classifier_loss(img, ctx, dev)                               # (B,)
+            if self.objective == "classifier": total, weight = lc.sum(), self.cls_weight
+            elif self.objective == "combination": total, weight = self.lam * per.sum() + self.cls_weight * lc.sum(), 1.0
+            else: total, weight = per.sum(), self.lam
+            g, = torch.autograd.grad(total, x_t, allow_unused=True)
         if g is None:
-            raise ConfigError(f"step {ctx.step}: the concept loss does not depend on x_t (is the decoder differentiable?)")
+            raise ConfigError(f"step {ctx.step}: the guidance loss does not depend on x_t (is the decoder differentiable?)")
         with torch.no_grad():
-            f = _unit(emb)
-            rec = {"step": ctx.step, "t": int(t), "loss": per.mean().item(),
-                   "pos_cos": (f[:, None] * pos).sum(-1).mean().item(),
+            rec = {"step": ctx.step, "t": int(t), "loss": (per if per is not None else lc).mean().item(),
                    "grad_norm": g.flatten(1).norm(dim=1).mean().item()}
-            if neg is not None and neg.shape[1]: rec["neg_cos"] = (f[:, None] * _unit(neg)).sum(-1).mean().item()
+            if emb is not None:
+                f = _unit(emb)
+                rec["pos_cos"] = (f[:, None] * pos).sum(-1).mean().item()
+                if neg is not None and neg.shape[1]: rec["neg_cos"] = (f[:, None] * _unit(neg)).sum(-1).mean().item()
+            if lc is not None: rec["cls_logp"] = -lc.mean().item()
             self.history.append(rec)
-        return guided_eps(eps, g.float(), ctx.alpha_bar, self.lam)
+        return guided_eps(eps, g.float(), ctx.alpha_bar, weight)
+

@@ -34,7 +34,7 @@ GPT35 = "openai:gpt-3.5-turbo@https://api.openai.com/v1"
 KNOWN_PARAMS = {
     "dataset", "ipc", "seed", "out_dir", "device", "data_root", "val_split", "val_root",
     "bases", "lam", "tau", "objective", "n_neg", "neg_mode", "similar_range", "neg_pool", "grad_path", "keep", "concepts",
-    "llm", "concept_prompt", "filter_real_per_class", "encoder", "num_steps", "cfg_scale", "dit_weights", "minimax_weights", "pool_vae",
+    "llm", "concept_prompt", "cls_weight", "guidance_classifier", "filter_real_per_class", "encoder", "num_steps", "cfg_scale", "dit_weights", "minimax_weights", "pool_vae",
     "minimax_steps", "minimax_per_class", "unclip", "unclip_cfg_scale", "unclip_noise_level", "unclip_templates",
     "positives", "prompt_concepts", "batch_size", "threads", "out_size", "students", "protocol", "preset", "repeats", "teacher",
     "teacher_arch", "train_batch_size", "eval_overrides", "eval_workers", "baselines", "diagnostics_teacher", "figures",
@@ -119,8 +119,6 @@ def _gap(csv: str, line: dict) -> str | None:
     "Why a printed number of a method we run has no cell (None: it must have one). Kept exact by the test below."
     if csv == "concord_table3.csv":
         return "Food-101 is not a ddrepro dataset (ddrepro.data.DATASETS)"
-    if line["objective"] in ("classifier", "combination"):
-        return "classifier guidance: ddrepro.concord has no classifier-guidance hook"
     return None
 
 
@@ -174,7 +172,8 @@ def test_cells_generate_with_the_papers_models_and_settings(tab):
     for cell, p in cells:
         d, where = p["dataset"], f"{tab.name} {cell}"
         assert p["students"] == students and p["seed"] == 0 and p["repeats"] == 3, where        # "3 random runs"
-        assert p["bases"] == (["unclip"] if p["objective"] == "cosine" else BASES.get(tab.name, ["unclip"])), where
+        only_unclip = p["objective"] == "cosine" or (tab.name == "concord/table6" and p["objective"] == "classifier")
+        assert p["bases"] == (["unclip"] if only_unclip else BASES.get(tab.name, ["unclip"])), where   # Table 6: unCLIP rows
         assert (p["encoder"], p["keep"], p["filter_real_per_class"]) == ("clip-vit-l-14-laion2b", 5, None), where
         assert (p["tau"], p["grad_path"], p["out_size"]) == (0.01, "model", 224), where
         assert p["lam"] == (cell["lam"] if "lam" in cell else 1.0), where                         # §4.1, supp. B
@@ -216,7 +215,10 @@ def test_the_ablations_vary_only_what_their_tables_vary():
         == ("classification", GPT4O)                                                     # Classification: Menon & Vondrick on GPT-4o
     assert ax["concord/table5"]["neg_mode"] == ["random", "weighted"]
     assert ax["concord/table5_similar"]["similar_range"] == [10, 25, 50]                # Similar-10 / -25 / -50
-    assert ax["concord/table6"]["objective"] == ["contrastive", "cosine"]
+    assert ax["concord/table6"]["objective"] == ["contrastive", "cosine", "classifier"]
+    assert ax["concord/table7"]["objective"] == ["contrastive", "classifier", "combination"]
+    for name in ("concord/table6", "concord/table7"):                # classifier guidance: weight 0.05, the teacher's ResNet-18
+        assert (BY_NAME[name].base["cls_weight"], BY_NAME[name].base["guidance_classifier"]) == (0.05, "torchvision:resnet18")
     assert ax["concord/table9"]["prompt_concepts"] == [False, True]
     assert ax["concord/fig4b"]["lam"] == [0.5, 1.0, 2.0, 4.0, 8.0]                      # λ = 0: the base rows
     assert ax["concord/fig4c"]["n_neg"] == [0, 1, 5, 10, 20, 50]                        # 0: Eq. 10
@@ -361,9 +363,7 @@ def test_a_cell_behind_every_printed_number_we_run():
     assert not [g for g in gaps if g[2]], "a listed gap has a cell now; shorten _gap"
     got = sorted((n, l["method"], l["selector"], l["objective"], l["ipc"]) for n, l, _ in gaps)
     want = sorted([("concord_table3.csv", m, sel, "", str(i)) for m, sel in (("random", ""), ("unclip", ""), ("unclip", "concord"))
-                   for i in (1, 10, 50)]
-                  + [(n, "unclip", "concord", o, str(i)) for n, o in (("concord_table6.csv", "classifier"),
-                     ("concord_table7.csv", "classifier"), ("concord_table7.csv", "combination")) for i in (1, 10, 50)])
+                   for i in (1, 10, 50)])
     assert got == want
 
 

@@ -55,6 +55,9 @@ def _papermill(tmp_path, *args, timeout=900):
     (dict(eval_overrides={"batch_size": 8}), ConfigError, r"set the students' mini-batch with train_batch_size"),
     (dict(dataset="imagewoof"), ConfigError, r"dataset='imagewoof': expected 'fashion_mnist'"),
     (dict(students=["vit"]), ConfigError, r"students=\['vit'\]: expected a non-empty list of student names"),
+    (dict(objective="classify"), ConfigError, r"objective='classify': expected one of \['contrastive', 'cosine', 'classifier', 'combination'\]"),
+    (dict(objective="classifier", guidance_classifier="none"), ConfigError, r"guidance_classifier='none': expected 'zoo'"),
+    (dict(cls_weight=float("inf")), ConfigError, r"cls_weight=inf: expected a finite classifier-guidance weight"),
     (dict(concept_prompt="menon"), ConfigError, r"concept_prompt='menon': expected one of \['concord', 'classification'\]"),
     (dict(concept_prompt="classification"), ConfigError, r"concept_prompt='classification': expected 'concord' unless -p llm"),
 ])
@@ -82,6 +85,8 @@ def test_good_parameters_and_the_batch_choice(Config):
     assert Config(train_batch_size=32, out_dir=UNUSED).eval_kwargs()["batch_size"] == 32
     assert Config(n_neg=0, objective="cosine", lam=-1, out_dir=UNUSED).n_neg == 0        # 0 negatives: Eq. 10
     assert Path(Config().out_dir).name == "fashion_mnist_ipc10_lam1_contrastive_neg5_steps50_seed0"
+    assert Config(objective="combination", out_dir=UNUSED).guidance_classifier == "zoo"              # Table 7's Combination
+    assert Config(objective="classifier").default_run_name().startswith("fashion_mnist_ipc10_lam1_classifier_")
     llm = "openai:gpt-4o@http://127.0.0.1:9/v1"                                          # never asked: no concept stage runs
     assert Config(llm=llm, out_dir=UNUSED).concepts_file().name == "fashion_mnist_openai-gpt-4o-http-127.0.0.1-9-v1.json"
     assert Config(llm=llm, concept_prompt="classification", out_dir=UNUSED).concepts_file().name \
