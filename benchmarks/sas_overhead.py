@@ -64,7 +64,7 @@ def main(argv=None):
     ours = dict(images=n, generation_s=t_gen, scoring_s=t_score, selection_s=t_sel)
     rows = []
     for who, d in (("ours (this machine, CPU, embedded zoo models)", ours), ("paper §4.8 (authors' GPU, DiT-XL/2 + CLIP)", PAPER)):
-        rows.append({"": who, "pool images": d["images"], "generation s": round(d["generation_s"], 2), "scoring s": round(d["scoring_s"], 2),
+        rows.append({"": who, "pool images": d["images"], "generation s": round(d["generation_s"], 3), "scoring s": round(d["scoring_s"], 3),
                      "selection s": round(d["selection_s"], 3), "scoring / generation": round(d["scoring_s"] / d["generation_s"], 4),
                      "selection / generation": round(d["selection_s"] / d["generation_s"], 5)})
     df = pd.DataFrame(rows)
