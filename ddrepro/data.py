@@ -24,7 +24,7 @@ from .core import DataError, ConfigError, atomic_write, progress
 __all__ = ['IMAGEWOOF_WNIDS', 'IMAGENETTE_WNIDS', 'IMAGENET100_WNIDS', 'IMAGEIDC_WNIDS', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES',
            'FASHION_MNIST_CLASSES', 'DATASETS', 'IMAGE_EXTS', 'FASHION_MNIST_DEBIAN', 'FASTAI_ARCHIVES', 'VAL_SPLITS',
            'IMAGENET_VAL_PER_CLASS', 'imagenet1k_classes', 'ClassMap', 'class_map', 'read_image', 'to_uint8',
-           'save_image', 'to_float01', 'ImageSet', 'load_fashion_mnist', 'load_cifar', 'find_image_root',
+           'save_image', 'to_float01', 'tile_images', 'ImageSet', 'load_fashion_mnist', 'load_cifar', 'find_image_root',
            'find_imagenet_val', 'load_image_folder', 'load_real', 'check_val_split', 'load_distilled', 'save_image_set']
 
 # %% ../nbs/01_data.ipynb #76ace4b9
@@ -186,6 +186,22 @@ def to_float01(images: torch.Tensor) -> torch.Tensor:
     "uint8 (0..255) or float [0,1] images → float32 in [0,1] (the one uint8→float conversion of ddrepro; any shape)."
     if images.dtype == torch.uint8: return images.float() / 255
     return images.float()
+
+# %% ../nbs/01_data.ipynb #fe125b81
+def tile_images(images: torch.Tensor, nrow: int, pad: int = 2) -> np.ndarray:
+    """Images (k, 3, H, W), uint8 or float in [0, 1] → one float array (rows·(H+pad)−pad, cols·(W+pad)−pad, 3) for
+    `imshow`: `nrow` images per row in order, white gaps of `pad` px. The one image tiler of every figure."""
+    if images.ndim != 4 or images.shape[1] != 3 or not len(images):
+        raise DataError(f"images: expected a non-empty (k, 3, H, W) tensor, got shape {tuple(images.shape)}")
+    if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1: raise DataError(f"nrow={nrow!r}: expected an integer ≥ 1")
+    x = to_float01(images).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    k, H, W, _ = x.shape
+    cols = min(nrow, k); rows = -(-k // cols)
+    out = np.ones((rows * (H + pad) - pad, cols * (W + pad) - pad, 3), np.float32)
+    for i in range(k):
+        r, c = divmod(i, cols)
+        out[r * (H + pad):r * (H + pad) + H, c * (W + pad):c * (W + pad) + W] = x[i]
+    return out
 
 # %% ../nbs/01_data.ipynb #7c491301
 @dataclass
@@ -416,8 +432,11 @@ def check_val_split(dataset: str, val_split: str, val_root=None) -> None:
                           "validation images are)")
 
 # %% ../nbs/01_data.ipynb #9fdab241
-def load_distilled(path: str | os.PathLike, cm: ClassMap, ipc: int | None = None, exact: bool = False) -> ImageSet:
-    "Read `<path>/<folder>/*.png` for every class of `cm`; checks class count and images per class."
+def load_distilled(path: str | os.PathLike, cm: ClassMap, ipc: int | None = None, exact: bool = False,
+                   lazy: bool = False) -> ImageSet:
+    """Read `<path>/<folder>/*.png` for every class of `cm`; checks class count and images per class. `lazy`: list
+    the files only (an ImageSet with `files`, decoded by `.load(size)` or `.subset(idx).load(size)`), for drawing a
+    few images of an ImageNet-scale set."""
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path}: distilled-set folder not found")
@@ -434,8 +453,12 @@ def load_distilled(path: str | os.PathLike, cm: ClassMap, ipc: int | None = None
             if exact and len(files) != ipc:
                 raise DataError(f"{d}: {len(files)} images, expected exactly ipc={ipc}")
             files = files[:ipc]
+        if lazy:
+            imgs += [str(f) for f in files]; labels += [i] * len(files); continue
         for f in files:
             imgs.append(read_image(f, require_rgb=True)); labels.append(i)
+    if lazy:
+        return ImageSet(cm, torch.tensor(labels), files=imgs, source=dict(distilled_dir=str(path), ipc=ipc, n=len(imgs)))
     shapes = {tuple(x.shape) for x in imgs}
     if len(shapes) != 1:
         raise DataError(f"{path}: images have different sizes {sorted(shapes)[:4]}; a distilled set must have one resolution")

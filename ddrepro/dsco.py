@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import ConfigError, DataError, RunConfig, atomic_write, derive_seed, progress, project_root, read_json
-from .data import DATASETS, ClassMap, ImageSet, save_image_set, to_float01, to_uint8, check_val_split
+from .data import DATASETS, ClassMap, ImageSet, save_image_set, tile_images, to_float01, to_uint8, check_val_split
 from .students import STUDENTS, predict_logits
 from .diffusion import decode_latents, encode_latents, eval_mode, generators_for, make_scheduler, sample_dit
 from .evaluate import EvalConfig, EvalSettings, eval_cache_dir, eval_config, train_student
@@ -1247,17 +1247,6 @@ def reuse_set(folder: Path, done: Path, key: str, shared: Path | None) -> bool:
     return True
 
 # %% ../nbs/11_dsco.ipynb #c246c6b2
-def _tile(images: torch.Tensor, nrow: int, pad: int = 2) -> np.ndarray:
-    "Images (k, 3, H, W) uint8 or float [0, 1] → one float array (rows·(H+pad)−pad, cols·(W+pad)−pad, 3), `nrow` per row, white gaps."
-    x = to_float01(images).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
-    k, H, W, _ = x.shape
-    cols = min(nrow, k); rows = -(-k // cols)
-    out = np.ones((rows * (H + pad) - pad, cols * (W + pad) - pad, 3), np.float32)
-    for i in range(k):
-        r, c = divmod(i, cols)
-        out[r * (H + pad):r * (H + pad) + H, c * (W + pad):c * (W + pad) + W] = x[i]
-    return out
-
 def _class_of(s: ImageSet, label, name: str) -> int:
     if isinstance(label, bool) or not isinstance(label, numbers.Integral) or not 0 <= label < len(s.class_map):
         raise ConfigError(f"label={label!r}: expected a class index of {name}'s class map, 0..{len(s.class_map) - 1}")
@@ -1280,7 +1269,7 @@ def plot_class_grids(sets: dict[str, ImageSet], label: int, n: int = 16, nrow: i
         idx = torch.nonzero(s.labels == c)[:, 0]
         if not len(idx):
             raise DataError(f"{name}: no images of class {c} ({s.class_map.names[c]}); expected at least one to draw")
-        panels.append((name, min(n, len(idx)), len(idx), _tile(_in_memory(s.subset(idx[:n]), size, name).images, nrow)))
+        panels.append((name, min(n, len(idx)), len(idx), tile_images(_in_memory(s.subset(idx[:n]), size, name).images, nrow)))
     fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 3.2), squeeze=False)
     for ax, (name, k, tot, grid) in zip(axes[0], panels):
         ax.imshow(grid, interpolation="nearest"); ax.set_axis_off()
@@ -1393,7 +1382,7 @@ def plot_confusion_ordered(real: ImageSet, conf: np.ndarray, label: int, n: int 
     s = np.asarray(conf, dtype=np.float64)
     for j, ax in enumerate(axes.flat):
         if j < k:
-            ax.imshow(_tile(imgs[j:j + 1], 1), interpolation="nearest")
+            ax.imshow(tile_images(imgs[j:j + 1], 1), interpolation="nearest")
             ax.set_xticks([]); ax.set_yticks([])                        # keep the frame: white images stay visible
             ax.set_title(f"{s[idx[j]]:+.3f}  #{rank[int(idx[j])]}", fontsize=7)
         else:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pathlib import Path
 
 from .core import ConfigError, DataError, atomic_write, derive_seed, progress
-from .data import read_image, save_image, to_uint8
+from .data import read_image, save_image, tile_images, to_float01, to_uint8
 from .diffusion import denoising_error, eval_mode, unet_features
 from .dsco import latent_tsne
 from .evaluate import random_real_subset
@@ -30,7 +30,7 @@ __all__ = ['SCORE_SIGNS', 'ASSEMBLIES', 'CLUSTER_FEATURES', 'EMBEDDED', 'forward
            'select_patches', 'assembly_for', 'patches_per_image', 'assemble', 'DPSConfig', 'class_states',
            'stage1_candidates', 'stage2_rank', 'dps_select', 'native_images', 'dps_distill', 'ranking_code_version',
            'sign_check', 'make_canvases', 'box_iou', 'localisation', 'candidate_patch', 'cluster_rows', 'plot_clusters',
-           'plot_set_tsne', 'write_distilled']
+           'plot_set_tsne', 'plot_sets_by_class', 'plot_set_grid', 'write_distilled']
 
 # %% ../nbs/14_patchsel.ipynb #c7c10d2f
 def forward_noise(z: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -613,6 +613,78 @@ def plot_set_tsne(sets: dict, real, teacher, per_class: int = 50, seed: int = 0)
     axes[0, 0].set_ylabel("t-SNE 2")
     fig.suptitle(f"Joint t-SNE of the teacher's penultimate features: each set coloured by class over {len(ref)} real "
                  f"images (grey; perplexity {emb.perplexity:g}, seed {seed})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/14_patchsel.ipynb #a6a9c7d7
+def _first_of_class(s, label: int, k: int | None, size: int | None, name: str) -> torch.Tensor:
+    "The first `k` (None: all) images of class `label` in `s`'s order, (n, 3, size, size) float in [0, 1]."
+    idx = torch.nonzero(s.labels == label)[:, 0][:k]
+    if not len(idx): raise DataError(f"{name}: no images of class {label} ({s.class_map.names[label]}); expected at least one to draw")
+    sub = s.subset(idx)
+    x = to_float01(sub.images if sub.images is not None else sub.load(size).images)
+    if size is not None and x.shape[-1] != size: x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+def _figure_classes(s, classes) -> list[int]:
+    n = len(s.class_map)
+    classes = list(range(min(10, n))) if classes is None else [s.class_map.index(c) if isinstance(c, str) else c for c in classes]
+    bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < n]
+    if not classes or bad: raise ConfigError(f"classes={classes!r}: expected class indices 0..{n - 1} or class names of {s.class_map.dataset}")
+    return [int(c) for c in classes]
+
+def _check_sets(sets) -> None:
+    if not isinstance(sets, dict) or not sets or not all(hasattr(s, "labels") and hasattr(s, "class_map") for s in sets.values()):
+        raise DataError(f"sets: expected a non-empty dict {{name: ImageSet}}, got {type(sets).__name__}")
+
+def plot_sets_by_class(sets: dict, classes: Sequence | None = None, per_class: int = 1, *, size: int | None = None,
+                       title: str = ""):
+    """Figs. 4 and 5: a band (row) per named ImageSet of `sets` {name: set}, e.g. real, RDED, Minimax, D⁴M, DPS; a
+    column per class of `classes` (indices or names; default the class map's first 10: Fig. 5 shows ImageNet-1K's
+    classes 0–9); the first `per_class` images of each class stacked in the band, in the set's order. All images
+    at side `size` (default: the first in-memory set's). → matplotlib Figure with one axis per set."""
+    import matplotlib.pyplot as plt
+    _check_sets(sets)
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1: raise ConfigError(f"per_class={per_class!r}: expected an integer ≥ 1")
+    first = next(iter(sets.values()))
+    classes = _figure_classes(first, classes)
+    size = size or next((int(s.images.shape[-1]) for s in sets.values() if s.images is not None), None)
+    bands = []
+    for name, s in sets.items():
+        cols = [_first_of_class(s, c, per_class, size, name) for c in classes]
+        side = cols[0].shape[-1]
+        blank = torch.ones(3, side, side)
+        bands.append((name, tile_images(torch.stack([col[r] if r < len(col) else blank for r in range(per_class) for col in cols]), len(classes)), side))
+    fig, axes = plt.subplots(len(bands), 1, figsize=(max(4.0, 0.75 * len(classes)), 0.8 * per_class * len(bands) + 0.8), squeeze=False)
+    for r, (ax, (name, grid, side)) in enumerate(zip(axes[:, 0], bands)):
+        ax.imshow(grid, interpolation="nearest"); ax.set_yticks([])
+        ax.set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+        ax.set_xticks([(j + 0.5) * (side + 2) for j in range(len(classes))],       # class names under the last band only
+                      [first.class_map.names[c] for c in classes] if r == len(bands) - 1 else [], fontsize=6, rotation=30)
+    fig.suptitle(title or f"The first {per_class} image{'s' * (per_class > 1)} of each class in each set (set order)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+def plot_set_grid(s, classes: Sequence | None = None, per_class: int | None = None, ncol: int = 10, *,
+                  name: str = "", size: int | None = None):
+    """Figs. 11–15: one ImageSet class by class, a panel per class of `classes` (default: every class) holding its
+    first `per_class` images (None: all of them; Figs. 11, 12 and 15 show whole sets) in set order, `ncol` per row.
+    → matplotlib Figure."""
+    import matplotlib.pyplot as plt
+    _check_sets({name or "set": s})
+    classes = list(range(len(s.class_map))) if classes is None else _figure_classes(s, classes)
+    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
+        raise ConfigError(f"per_class={per_class!r}: expected an integer ≥ 1 or None (all)")
+    panels = [(c, tile_images(x, ncol), len(x), int((s.labels == c).sum())) for c in classes
+              for x in [_first_of_class(s, c, per_class, size, name or "set")]]
+    rows = [-(-k // ncol) for _, _, k, _ in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(0.5 * min(ncol, max(p[2] for p in panels)) + 1.4, 0.5 * sum(rows) + 0.6),
+                             squeeze=False, gridspec_kw={"height_ratios": rows})
+    for ax, (c, grid, k, tot) in zip(axes[:, 0], panels):
+        ax.imshow(grid, interpolation="nearest"); ax.set_xticks([]); ax.set_yticks([])
+        ax.set_ylabel(f"{s.class_map.names[c]}\n{k} of {tot}", fontsize=6, rotation=0, ha="right", va="center")
+    fig.suptitle(f"{name + ': ' if name else ''}{'every image' if per_class is None else f'the first {per_class} images'} of "
+                 f"{'each' if len(classes) > 1 else 'the'} class, in set order", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -37,7 +37,7 @@ KNOWN_PARAMS = {
     "dift_t", "dift_block", "dift_ensemble", "cluster_features", "clip_encoder", "n_clusters", "n_top",
     "rded_num_crops", "rded_factor", "rded_crop_scale", "dps_overrides", "rded_overrides", "observer",
     "protocol", "preset", "repeats", "students", "teacher", "teacher_arch", "eval_overrides", "eval_workers",
-    "baselines", "batch_size", "threads", "figures",
+    "baselines", "batch_size", "threads", "figures", "figure_classes", "focus_class", "compare_sets",
 }
 RUN_METHODS = {"dps", "rded", "random"}                                  # run_patchsel's result rows
 LITERATURE = {"sre2l", "minimax", "d4m", "dsa", "idm", "tesla", "datm"}   # printed, never run here
@@ -183,7 +183,9 @@ def test_cells_select_with_the_papers_models_and_settings(tab, Config):
         if students: assert cfg.students == students, where
         check_val_split(s, cfg.val_split, cfg.val_root)
         assert cfg.val_split == ("imagenet_val50" if s in SUBSETS else "auto"), where
-        assert cfg.figures == (len(class_map(s)) <= 10), where       # the figure cell draws one strip of every class
+        # the image figures draw 10 classes (Table 1: every cell, Figs. 4, 5, 11-15); elsewhere 10-class sets only
+        assert cfg.figures == (tab.name == "patchsel/table1" or len(class_map(s)) <= 10), where
+        assert cfg.focus_class == ("n02099601" if tab.name == "patchsel/table1" and s == "imagewoof" else None), where   # Figs. 3, 15
         if "rded" in cfg.methods:     # RDED: factor 2 at 224 px, 1 at 32 px; 5 crops; mipc 300 (600 at IPC 100)
             r = cfg.rded
             assert (r.factor, r.num_crops, r.crop_scale, r.mipc, r.out_size) == (

@@ -52,6 +52,11 @@ def _papermill(tmp_path, *args, timeout=900):
     (dict(cluster_features="clip", clip_encoder="clip-xxl"), r"clip_encoder='clip-xxl'"),
     (dict(dps_overrides={"windw": 3}), r"dps_overrides=\{'windw': 3\}: expected fields of DPSConfig"),
     (dict(val_split="fastai"), r"val_split='fastai': expected 'auto' for fashion_mnist"),
+    (dict(figure_classes=[0, 10]), r"figure_classes=\[0, 10\]: expected class indices 0..9 or class names of fashion_mnist"),
+    (dict(figure_classes="Bag"), r"figure_classes='Bag': expected None or a non-empty list"),
+    (dict(focus_class="Sandals"), r"focus_class='Sandals': expected class indices 0..9 or class names of fashion_mnist \('Sandals' is not one\)"),
+    (dict(compare_sets={"Minimax": "/nonexistent/minimax"}), r"compare_sets\['Minimax'\]='/nonexistent/minimax': expected a distilled-set folder"),
+    (dict(figures="yes"), r"parameter figures='yes' is not a valid bool"),
 ])
 def test_bad_parameters_fail_in_milliseconds_naming_them(Config, params, match):
     t0 = time.perf_counter()
@@ -122,8 +127,9 @@ def test_run_patchsel_embedded_smoke_and_resume(tmp_path):
     rows = pd.DataFrame(rec["results"]["rows"])
     assert list(rows.set) == ["DPS", "RDED", "random real"] and (rows.n_runs == 2).all()
     assert rows.delta_vs.eq("random").all() and "convnet" in rec["results"]["dps_vs_rded"]
-    assert (out / "patchsel_sets.png").stat().st_size > 1000 and (out / "fig10_tsne.png").stat().st_size > 1000
-    assert (out / "fig3_clusters_3.png").exists() and rec["stages"]["figures"]["status"] == "done"
+    for f in ("fig5_sets.png", "fig4_rded_vs_dps.png", "fig11_dps_set.png", "fig15_dps_3.png", "fig3_clusters_3.png", "fig10_tsne.png"):
+        assert (out / f).stat().st_size > 1000, f
+    assert rec["stages"]["figures"]["status"] == "done" and len(rec["stages"]["figures"]["figures"]) == 7
     r = _papermill(tmp_path, *SMOKE, "-p", "out_dir", str(out))
     assert r.returncode == 0, r.stderr[-4000:]
     rec2 = json.loads((out / "record.json").read_text())
