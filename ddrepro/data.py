@@ -22,10 +22,11 @@ from .core import DataError, ConfigError, atomic_write, progress
 
 # %% auto #0
 __all__ = ['IMAGEWOOF_WNIDS', 'IMAGENETTE_WNIDS', 'IMAGENET100_WNIDS', 'IMAGEIDC_WNIDS', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES',
-           'FASHION_MNIST_CLASSES', 'DATASETS', 'IMAGE_EXTS', 'FASHION_MNIST_DEBIAN', 'FASTAI_ARCHIVES', 'VAL_SPLITS',
-           'IMAGENET_VAL_PER_CLASS', 'imagenet1k_classes', 'ClassMap', 'class_map', 'read_image', 'to_uint8',
-           'save_image', 'to_float01', 'tile_images', 'ImageSet', 'load_fashion_mnist', 'load_cifar', 'find_image_root',
-           'find_imagenet_val', 'load_image_folder', 'load_real', 'check_val_split', 'load_distilled', 'save_image_set']
+           'FASHION_MNIST_CLASSES', 'FOOD101_CLASSES', 'DATASETS', 'ONE_TEST_SPLIT', 'IMAGE_EXTS',
+           'FASHION_MNIST_DEBIAN', 'FASTAI_ARCHIVES', 'VAL_SPLITS', 'IMAGENET_VAL_PER_CLASS', 'imagenet1k_classes',
+           'ClassMap', 'class_map', 'read_image', 'to_uint8', 'save_image', 'to_float01', 'tile_images', 'ImageSet',
+           'load_fashion_mnist', 'load_cifar', 'find_image_root', 'find_imagenet_val', 'load_image_folder', 'load_real',
+           'load_food101', 'check_val_split', 'load_distilled', 'save_image_set']
 
 # %% ../nbs/01_data.ipynb #76ace4b9
 def _asset(*parts) -> Path:
@@ -69,6 +70,20 @@ shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pep
 television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split()
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
+# Food-101 (Bossard et al., ECCV 2014): 101 dishes, 750 training and 250 test images each; the index order is the
+# sorted folder names, as meta/classes.txt and torchvision's Food101 list them
+FOOD101_CLASSES = """apple_pie baby_back_ribs baklava beef_carpaccio beef_tartare beet_salad beignets bibimbap bread_pudding
+breakfast_burrito bruschetta caesar_salad cannoli caprese_salad carrot_cake ceviche cheese_plate cheesecake chicken_curry
+chicken_quesadilla chicken_wings chocolate_cake chocolate_mousse churros clam_chowder club_sandwich crab_cakes creme_brulee
+croque_madame cup_cakes deviled_eggs donuts dumplings edamame eggs_benedict escargots falafel filet_mignon fish_and_chips
+foie_gras french_fries french_onion_soup french_toast fried_calamari fried_rice frozen_yogurt garlic_bread gnocchi
+greek_salad grilled_cheese_sandwich grilled_salmon guacamole gyoza hamburger hot_and_sour_soup hot_dog huevos_rancheros
+hummus ice_cream lasagna lobster_bisque lobster_roll_sandwich macaroni_and_cheese macarons miso_soup mussels nachos
+omelette onion_rings oysters pad_thai paella pancakes panna_cotta peking_duck pho pizza pork_chop poutine prime_rib
+pulled_pork_sandwich ramen ravioli red_velvet_cake risotto samosa sashimi scallops seaweed_salad shrimp_and_grits
+spaghetti_bolognese spaghetti_carbonara spring_rolls steak strawberry_shortcake sushi tacos takoyaki tiramisu
+tuna_tartare waffles""".split()
+
 
 # %% ../nbs/01_data.ipynb #e95e72d8
 @dataclass(frozen=True)
@@ -116,7 +131,9 @@ class ClassMap:
                      prompt_name=self.prompt_names[i]) for i in range(len(self))]
 
 # %% ../nbs/01_data.ipynb #449322d3
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenette", "imagewoof", "imageidc", "imagenet100", "imagenet1k")
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagenette", "imagewoof", "imageidc", "imagenet100", "imagenet1k",
+            "food101")
+ONE_TEST_SPLIT = ("fashion_mnist", "cifar10", "cifar100", "food101")   # one test split each (no ImageNet validation choice)
 
 def _imagenet_map(dataset: str, wnids: Sequence[str], names: str) -> ClassMap:
     by_wnid = {r["wnid"]: r for r in imagenet1k_classes()}
@@ -142,6 +159,9 @@ def class_map(dataset: str, names: str = "clip") -> ClassMap:
     if dataset == "cifar100":
         return ClassMap(dataset, folders=tuple(str(i) for i in range(100)), names=tuple(CIFAR100_CLASSES),
                         prompt_names=tuple(c.replace("_", " ") for c in CIFAR100_CLASSES))
+    if dataset == "food101":                         # names: the folder names with "_" → " " (as CONCORD's prompts)
+        n = tuple(c.replace("_", " ") for c in FOOD101_CLASSES)
+        return ClassMap(dataset, folders=tuple(FOOD101_CLASSES), names=n, prompt_names=n)
     subsets = {"imagenette": IMAGENETTE_WNIDS, "imagewoof": IMAGEWOOF_WNIDS, "imageidc": IMAGEIDC_WNIDS,
                "imagenet100": IMAGENET100_WNIDS}
     if dataset in subsets: return _imagenet_map(dataset, subsets[dataset], names)
@@ -408,20 +428,67 @@ def load_real(dataset: str, split: str = "train", data_root: str | os.PathLike |
               val_split: str = "auto", val_root: str | os.PathLike | None = None, **kw) -> ImageSet:
     """The real `split` of any ddrepro dataset name (`fashion_mnist`, `cifar10`, …, `imagenet1k`); `val_split` /
     `val_root`: which validation images of an ImageNet-derived set (`VAL_SPLITS`; the others have one test split)."""
-    if dataset in ("fashion_mnist", "cifar10", "cifar100") and val_split != "auto":
+    if dataset in ONE_TEST_SPLIT and val_split != "auto":
         raise ConfigError(f"val_split={val_split!r}: {dataset} has one test split; expected 'auto'")
+    if dataset == "food101": return load_food101("test" if split in ("val", "test") else "train", data_root)
     if dataset == "fashion_mnist": return load_fashion_mnist("test" if split in ("val", "test") else "train", data_root, **kw)
     if dataset in ("cifar10", "cifar100"): return load_cifar(dataset, "test" if split in ("val", "test") else "train", data_root, **kw)
     if dataset in DATASETS: return load_image_folder(dataset, "val" if split in ("val", "test") else "train", data_root,
                                                      val_split=val_split, val_root=val_root, **kw)
     raise ConfigError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
 
+# %% ../nbs/01_data.ipynb #be480945
+def _food101_root(data_root) -> Path:
+    data_root = data_root or os.environ.get("DDREPRO_DATA") or None
+    if data_root is None:
+        raise DataError("food101: no data root given; pass -p data_root /path (the food-101 folder of the official archive, "
+                        "holding images/ and meta/, or a folder with train/<class>/ and test/<class>/) or set DDREPRO_DATA")
+    for cand in (Path(data_root), Path(data_root) / "food-101", Path(data_root) / "food101"):
+        if (cand / "meta").is_dir() and (cand / "images").is_dir() or (cand / "train").is_dir(): return cand
+    raise DataError(f"food101: neither images/ + meta/ (the official archive) nor train/ found in {data_root} or its "
+                    f"food-101/ folder; expected <root>/images/<class>/<id>.jpg with <root>/meta/train.txt, or <root>/train/<class>/")
+
+def load_food101(split: str = "train", data_root: str | os.PathLike | None = None) -> ImageSet:
+    """Food-101's `split` ('train': 750 per class, 'test': 250) as a lazily decoded ImageSet in `class_map('food101')`
+    order, from the official archive's split lists or from train/ and test/ class folders."""
+    if split not in ("train", "test"): raise ConfigError(f"split={split!r}: expected 'train' or 'test' for food101")
+    cm, root = class_map("food101"), _food101_root(data_root)
+    if (root / "meta").is_dir() and (root / "images").is_dir():
+        listed = root / "meta" / "classes.txt"
+        if listed.exists():
+            got = [l.strip() for l in listed.read_text().splitlines() if l.strip()]
+            if sorted(got) != sorted(cm.folders):
+                raise DataError(f"{listed}: classes differ from Food-101's 101: extra {sorted(set(got) - set(cm.folders))[:5]}, "
+                                f"missing {sorted(set(cm.folders) - set(got))[:5]}")
+        split_file = root / "meta" / f"{split}.txt"
+        if not split_file.exists(): raise DataError(f"{split_file}: split list missing (the official archive's meta/{split}.txt)")
+        index = {f: i for i, f in enumerate(cm.folders)}
+        files, labels = [], []
+        for n, line in enumerate(split_file.read_text().splitlines(), 1):
+            if not line.strip(): continue
+            folder = line.strip().split("/")[0]
+            if folder not in index: raise DataError(f"{split_file}:{n}: {line.strip()!r} is not <food-101 class>/<id>")
+            path = root / "images" / f"{line.strip()}.jpg"
+            if not path.exists(): raise DataError(f"{path}: listed in {split_file}:{n} but missing")
+            files.append(str(path)); labels.append(index[folder])
+        layout = "food-101 archive"
+    else:
+        files, labels = [], []
+        for i, folder in enumerate(cm.folders):
+            imgs = _class_images(root / split / folder, i, cm, f"expected {split}/<class>/ for each of Food-101's 101 classes")
+            files += imgs; labels += [i] * len(imgs)
+        layout = "class folders"
+    per = np.bincount(labels, minlength=len(cm)).tolist()
+    if min(per) == 0: raise DataError(f"{root}: no {split} images of class {cm.folders[per.index(0)]}")
+    return ImageSet(cm, torch.tensor(labels), files=files, source=dict(dataset="food101", split=split, path=str(root),
+                    layout=layout, per_class_min=min(per), per_class_max=max(per), n=len(files)))
+
 # %% ../nbs/01_data.ipynb #3a234dda
 def check_val_split(dataset: str, val_split: str, val_root=None) -> None:
     """`val_split` / `val_root` of a run config for `dataset`: one of `VAL_SPLITS`; 'auto' for the sets with one test
     split; 'fastai' only for the fastai archives; `val_root` only with 'imagenet_val50'. ConfigError naming the value."""
     if val_split not in VAL_SPLITS: raise ConfigError(f"val_split={val_split!r}: expected one of {list(VAL_SPLITS)}")
-    if dataset in ("fashion_mnist", "cifar10", "cifar100") and val_split != "auto":
+    if dataset in ONE_TEST_SPLIT and val_split != "auto":
         raise ConfigError(f"val_split={val_split!r}: expected 'auto' for {dataset} (one test split; the others are ImageNet "
                           "subsets' validation splits)")
     if val_split == "fastai" and dataset not in FASTAI_ARCHIVES:
