@@ -437,7 +437,7 @@ def load_real(dataset: str, split: str = "train", data_root: str | os.PathLike |
                                                      val_split=val_split, val_root=val_root, **kw)
     raise ConfigError(f"unknown dataset {dataset!r}; expected one of {list(DATASETS)}")
 
-# %% ../nbs/01_data.ipynb #be480945
+# %% ../nbs/01_data.ipynb #7cf25580
 def _food101_root(data_root) -> Path:
     data_root = data_root or os.environ.get("DDREPRO_DATA") or None
     if data_root is None:
