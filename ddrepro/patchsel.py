@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .core import ConfigError, DataError, atomic_write, derive_seed, progress
 from .data import read_image, save_image, tile_images, to_float01, to_uint8
-from .diffusion import denoising_error, eval_mode, unet_features
+from .diffusion import denoising_error, encode_latents, eval_mode, unet_features
 from .dsco import latent_tsne
 from .evaluate import random_real_subset
 from .rded import stitch
@@ -28,9 +28,9 @@ __all__ = ['SCORE_SIGNS', 'ASSEMBLIES', 'CLUSTER_FEATURES', 'EMBEDDED', 'forward
            'score_from_relevance', 'stratified_timesteps', 'loss_difference_maps', 'window_scores', 'best_window',
            'resize_short_side', 'crop_box', 'dift_features', 'cluster_candidates', 'rank_candidates', 'patch_quota',
            'select_patches', 'assembly_for', 'patches_per_image', 'assemble', 'DPSConfig', 'class_states',
-           'stage1_candidates', 'stage2_rank', 'dps_select', 'native_images', 'dps_distill', 'ranking_code_version',
-           'sign_check', 'make_canvases', 'box_iou', 'localisation', 'candidate_patch', 'cluster_rows', 'plot_clusters',
-           'plot_set_tsne', 'plot_sets_by_class', 'plot_set_grid', 'write_distilled']
+           'stage1_candidates', 'stage2_rank', 'dps_select', 'native_images', 'candidate_patch', 'dps_distill',
+           'ranking_code_version', 'sign_check', 'make_canvases', 'box_iou', 'localisation', 'cluster_rows',
+           'plot_clusters', 'plot_set_tsne', 'plot_sets_by_class', 'plot_set_grid', 'write_distilled']
 
 # %% ../nbs/14_patchsel.ipynb #c7c10d2f
 def forward_noise(z: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -370,7 +370,7 @@ def stage1_candidates(images: Sequence[torch.Tensor], labels, unet, vae, schedul
     dev = next(unet.parameters()).device
     for shape, idx in groups.items():
         x = torch.stack([xs[i] for i in idx]).to(dev)
-        z = vae.encode(2 * x.to(next(vae.parameters()).dtype) - 1).latent_dist.mean * vae.config.scaling_factor
+        z = encode_latents(vae, x, chunk=64, amp=False)               # the posterior mean, 64 images per VAE call
         down = x.shape[-1] // z.shape[-1]
         if mode == "patch" and (cfg.window % down or cfg.stride % down):
             raise ConfigError(f"window={cfg.window}, stride={cfg.stride} px: expected multiples of the VAE's "
@@ -409,8 +409,7 @@ def stage2_rank(patches: torch.Tensor, scores, unet, vae, scheduler, cond: torch
         if image_encoder is None: raise ConfigError("cluster_features='clip' needs an image_encoder (Table 5's CLIP clusters)")
         f = torch.as_tensor(embed_images(image_encoder, list(_to01(patches)), desc="CLIP features"))
     else:
-        x = _to01(patches).to(next(vae.parameters()).device)
-        z = vae.encode(2 * x.to(next(vae.parameters()).dtype) - 1).latent_dist.mean * vae.config.scaling_factor
+        z = encode_latents(vae, _to01(patches), chunk=64, amp=False)
         f = dift_features(unet, z.float(), cond, scheduler, t=cfg.dift_t, block=cfg.dift_block, ensemble=cfg.dift_ensemble,
                           ids=ids, seed=cfg.seed, batch_size=cfg.batch_size)
     cl, dist = cluster_candidates(f, cfg.n_clusters, cfg.seed)
@@ -437,13 +436,25 @@ def _class_draw(labels: np.ndarray, c: int, per_class: int | None, seed: int) ->
     if per_class is None or len(pool) <= per_class: return pool
     return np.sort(np.random.default_rng(derive_seed(seed, "patchsel.real", c)).permutation(pool)[:per_class])
 
+def candidate_patch(image: torch.Tensor, top: int, left: int, size: int, short_side: int | None = None) -> torch.Tensor:
+    "A candidate re-cut from its real image (3, H, W) and box: resized like Stage I (`short_side`), then `crop_box` → uint8."
+    x = _to01(image)
+    if short_side is not None: x = resize_short_side(x, short_side)
+    return to_uint8(crop_box(x, int(top), int(left), int(size)))
+
+def _stored(d: dict) -> dict:
+    "A class's candidates or ranking as `dps_distill` keeps them: without the patches and the DIFT features."
+    return d if not {"patches", "features"} & set(d) else {k: v for k, v in d.items() if k not in ("patches", "features")}
+
 def dps_distill(real, backbone, scheduler, cfg: DPSConfig, prompt_names: Sequence[str] | None = None,
                 rankings: dict | None = None, image_encoder=None) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
     """DPS on the ImageSet `real` with `backbone` (unet, vae, encode(prompts)) → (images uint8 (C·IPC, 3, S, S),
     labels (C·IPC,), candidate table (dict of (n,) numpy columns), rankings {class: (candidate table slice, ranking)}).
     Pass `rankings` from an earlier call to materialise another IPC without recomputing Stages I–II; a class whose
     entry is (candidate table, None) reuses its Stage I candidates and recomputes Stage II only (a sweep of Stage II
-    settings such as `dift_t` or `n_clusters`). `image_encoder` (with `encode_image`) for `cluster_features='clip'`."""
+    settings such as `dift_t` or `n_clusters`). `image_encoder` (with `encode_image`) for `cluster_features='clip'`.
+    One class's patches are in memory at a time: the rankings keep boxes and scores only, and a later call re-cuts
+    the patches it needs from the real images (`candidate_patch`, exactly Stage I's crop)."""
     if not isinstance(cfg, DPSConfig): raise ConfigError(f"cfg={cfg!r}: expected a DPSConfig")
     cm = real.class_map
     names = list(prompt_names or getattr(cm, "prompt_names", None) or cm.names)
@@ -461,16 +472,26 @@ def dps_distill(real, backbone, scheduler, cfg: DPSConfig, prompt_names: Sequenc
         raise ConfigError("cluster_features='clip' needs an image_encoder (Table 5's CLIP clusters)")
     cond, null = class_states(backbone.encode, names, cfg)
     rankings = {} if rankings is None else rankings
+    mode = "whole" if assembly == "whole" else "patch"
+    def patches_of(c: int, cand: dict, idx=None) -> torch.Tensor:
+        "Class c's candidate patches (all, or those at positions idx): Stage I's own, else re-cut from the real images."
+        idx = np.arange(len(cand["score"])) if idx is None else np.asarray(idx, dtype=np.int64)
+        if "patches" in cand: return cand["patches"][torch.as_tensor(idx)]
+        ims = native_images(real, draws[c][idx])
+        return torch.stack([candidate_patch(im, cand["top"][i], cand["left"][i], cand["size"][i],
+                                            cfg.short_side if mode == "patch" else None) for im, i in zip(ims, idx)])
     rows, out = [], []
     for c in progress(range(C), desc="DPS", total=C, unit="class"):
         cand, rk = rankings.get(c, (None, None))
         if cand is None:
             cand = stage1_candidates(native_images(real, draws[c]), np.full(len(draws[c]), c), backbone.unet, backbone.vae, scheduler, cond,
-                                     null, cfg, ids=draws[c].tolist(), mode="whole" if assembly == "whole" else "patch")
+                                     null, cfg, ids=draws[c].tolist(), mode=mode)
+        elif len(cand["score"]) != len(draws[c]):
+            raise DataError(f"rankings[{c}] holds {len(cand['score'])} candidates but class {c} draws {len(draws[c])} real "
+                            f"images (per_class={cfg.per_class}, seed={cfg.seed}): rankings of other settings")
         if rk is None:
-            rk = stage2_rank(cand["patches"], cand["score"], backbone.unet, backbone.vae, scheduler, cond[c:c + 1], cfg,
+            rk = stage2_rank(patches_of(c, cand), cand["score"], backbone.unet, backbone.vae, scheduler, cond[c:c + 1], cfg,
                              ids=draws[c].tolist(), image_encoder=image_encoder)
-        rankings[c] = (cand, rk)
         sel = dps_select(cand["score"], rk, cfg.ipc, assembly, cfg)
         n = len(cand["score"])
         image, cell = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
@@ -481,7 +502,8 @@ def dps_distill(real, backbone, scheduler, cfg: DPSConfig, prompt_names: Sequenc
                          score=cand["score"], cluster=rk["cluster"], cluster_rank=rk["cluster_rank"],
                          member_rank=rk["member_rank"], distance=rk["distance"], is_selected=image >= 0, image=image,
                          cell=cell))
-        out.append(assemble(cand["patches"][torch.as_tensor(sel)], assembly, cfg.ipc, cfg.out_size, cfg.factor))
+        out.append(assemble(patches_of(c, cand, sel), assembly, cfg.ipc, cfg.out_size, cfg.factor))
+        rankings[c] = (_stored(cand), _stored(rk))                     # the class's patches are dropped here
     table = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
     return to_uint8(torch.cat(out)), torch.arange(C).repeat_interleave(cfg.ipc), table, rankings
 
@@ -491,7 +513,7 @@ def ranking_code_version() -> str:
     import hashlib, inspect
     fns = (forward_noise, relevance, score_from_relevance, stratified_timesteps, _draws, _per_draw, loss_difference_maps,
            window_scores, best_window, resize_short_side, crop_box, dift_features, cluster_candidates, rank_candidates,
-           stage1_candidates, stage2_rank, _class_draw)
+           stage1_candidates, stage2_rank, _class_draw, candidate_patch)
     return hashlib.sha256("".join(inspect.getsource(f) for f in fns).encode()).hexdigest()[:16]
 
 # %% ../nbs/14_patchsel.ipynb #5d94ed1e
@@ -557,12 +579,6 @@ def localisation(pred, target, size: int, canvas: int, stride: int, iou: float =
                 chance_windows=float(chance), area_ratio=size * size / canvas ** 2, n=int(len(hit)))
 
 # %% ../nbs/14_patchsel.ipynb #1786c95b5ba94f06
-def candidate_patch(image: torch.Tensor, top: int, left: int, size: int, short_side: int | None = None) -> torch.Tensor:
-    "A candidate re-cut from its real image (3, H, W) and box: resized like Stage I (`short_side`), then `crop_box` → uint8."
-    x = _to01(image)
-    if short_side is not None: x = resize_short_side(x, short_side)
-    return to_uint8(crop_box(x, int(top), int(left), int(size)))
-
 def cluster_rows(table, label: int, n_clusters: int = 3, per_cluster: int = 5) -> list[list[int]]:
     """Row indices of `table` (the candidates table: label, cluster_rank, member_rank columns) for Fig. 3: the first
     `per_cluster` members of each of the class's first `n_clusters` ranked clusters."""

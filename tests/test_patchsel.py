@@ -73,6 +73,21 @@ def test_patch_mode_stitch_and_single():
     assert si[0].shape == (6, 3, 16, 16) and (si[2]["size"] == 16).all()
 
 
+def test_rankings_hold_no_patches_and_recut_patches_equal_stage_one():
+    "One class's patches at a time: the rankings keep boxes and scores; patches re-cut from them give the same sets."
+    real, bb = tiny_set(n_per_class=8, size=24), TinyBackbone()
+    kw = dict(assembly="stitch", window=16, stride=4, out_size=16, **TINY)
+    a = dps_distill(real, bb, SCH, DPSConfig(ipc=1, **kw))
+    assert all(not {"patches", "features"} & (set(cand) | set(rk)) for cand, rk in a[3].values())
+    fresh = dps_distill(real, bb, SCH, DPSConfig(ipc=2, **kw))
+    again = dps_distill(real, bb, SCH, DPSConfig(ipc=2, **kw), rankings=a[3])                     # another IPC, re-cut
+    stage2 = dps_distill(real, bb, SCH, DPSConfig(ipc=2, **kw), rankings={c: (cand, None) for c, (cand, _) in a[3].items()})
+    assert torch.equal(again[0], fresh[0]) and torch.equal(stage2[0], fresh[0])
+    assert np.array_equal(stage2[2]["cluster"], fresh[2]["cluster"])                              # DIFT on re-cut patches
+    with pytest.raises(DataError, match=r"rankings\[0\] holds 8 candidates but class 0 draws 6 real images"):
+        dps_distill(real, bb, SCH, DPSConfig(ipc=1, per_class=6, **kw), rankings=a[3])
+
+
 @pytest.mark.parametrize("make,error,match", [
     (lambda: DPSConfig(score_sign="plus"), ConfigError, r"score_sign='plus': expected 'neg'"),
     (lambda: DPSConfig(window=0), ConfigError, r"window=0: expected a positive integer"),
