@@ -111,6 +111,27 @@ def test_parameters_cell_params_file_and_table_spec_match_the_config(Config):
         assert cfg.bases == ["minimax", "dit", "unclip"] and cfg.lam == 1.0 and cfg.train_batch() == cell["ipc"]
 
 
+@pytest.mark.parametrize("name,expect", [
+    ("table6_7", {"contrastive": (["dit", "unclip"], 5), "cosine": (["unclip"], 0), "classifier": (["unclip"], 5),
+                  "combination": (["unclip"], 5)}),
+    ("table5", {"random": (["unclip"], 5), "similar": (["unclip"], 5), "weighted": (["unclip"], 5)}),
+    ("table9", {False: (["unclip"], 5), True: (["unclip"], 5)}),
+])
+def test_embedded_ablation_cells_resolve_to_their_rows(Config, name, expect):
+    "Every cell of the embedded ablation grids builds a valid config with the bases and negatives its row needs."
+    from ddrepro.reports import cell_run_params, load_table_spec, table_cells
+    spec = load_table_spec(f"concord/embedded/{name}")
+    axis, = spec.grid
+    seen = {}
+    for cell in table_cells(spec):
+        cfg = config_from_dict(Config, {**cell_run_params(spec, cell), "out_dir": UNUSED}, source=str(spec.path))
+        seen[cell[axis]] = (cfg.bases, cfg.n_neg)
+        assert cfg.dataset == "fashion_mnist" and cfg.ipc == 10 and cfg.repeats == 5 and cfg.baselines == ["random_real"]
+        assert getattr(cfg, axis) == cell[axis]
+        if name == "table6_7": assert cfg.cls_weight == 1.0 and cfg.guidance_classifier == "zoo"
+    assert seen == expect
+
+
 def test_run_concord_takes_its_pieces_from_the_library():
     "One sampler, one pool writer, one evaluator, one report: the notebook calls them and defines none of its own."
     code = "\n".join(_code_cells())
