@@ -446,3 +446,20 @@ def test_concord_cost_smoke_run(tmp_path):
     md = (tmp_path / "cost.md").read_text()
     assert md.startswith("### CONCORD generation cost, embedded") and "| unCLIP stand-in |" in md
     assert all((tmp_path / f).exists() for f in ("cost.csv", "cost.md", "record.json"))
+
+
+# ---------------------------------------------------------------- zoo attribute following by CFG scale
+def test_follow_cfg_bad_arguments_fail_before_loading_anything():
+    m = _bench("zoo_follow_cfg")
+    with pytest.raises(ConfigError, match=r"--cfgs 'four': expected comma-separated numbers"): m.main(["--cfgs", "four"])
+    with pytest.raises(ConfigError, match=r"--cfgs '0.5,4': expected scales ≥ 1"): m.main(["--cfgs", "0.5,4"])
+
+
+@pytest.mark.slow
+def test_follow_cfg_smoke_run(tmp_path):
+    df = _bench("zoo_follow_cfg").main(["--smoke", "--cfgs", "2,6", "--threads", "1", "--out", str(tmp_path)])
+    assert sorted(df.cfg_scale.unique()) == [2.0, 6.0]
+    assert set(df.attribute) == {"tone", "pattern", "width", "sleeves", "shaft", "handle"}
+    assert df.follow.between(0, 1).all() and (df.chance > 0).all() and df.class_teacher_acc.between(0, 1).all()
+    md = (tmp_path / "follow.md").read_text()
+    assert md.startswith("### Zoo attr_unet: attribute following") and "CFG 2 follow %" in md and "CFG 6 follow %" in md
